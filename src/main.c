@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "macro.h"
+#include "verbs.h"
+
+static const Verb verbs[] = {
+        { "sandbox", verb_sandbox, "run a command in a fresh sandbox; manage sandboxes" },
+        { "version", verb_version, "print kiln's version" },
+        { "help", verb_help, "show help for a command" },
+};
+
+const Verb *verb_find(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(verbs[i].name, name))
+                        return &verbs[i];
+        return NULL;
+}
+
+static void usage(FILE *f) {
+        fprintf(f, "Usage: kiln COMMAND [OPTIONS…]\n\n"
+                   "kiln runs CI jobs in fresh, isolated sandboxes on your own machines.\n\n"
+                   "Commands:\n");
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                fprintf(f, "  %-10s %s\n", verbs[i].name, verbs[i].summary);
+        fprintf(f, "\nRun 'kiln help COMMAND' or 'kiln COMMAND --help' for a command's options.\n");
+}
+
+int verb_version(int argc _unused_, char **argv _unused_) {
+        printf("kiln %s\n", KILN_VERSION);
+        return 0;
+}
+
+int verb_help(int argc, char **argv) {
+        if (argc < 2) {
+                usage(stdout);
+                return 0;
+        }
+        const Verb *v = verb_find(argv[1]);
+        if (!v) {
+                log_error("Unknown command '%s'. See 'kiln help'.", argv[1]);
+                return 2;
+        }
+        char *args[] = { argv[1], (char *) "--help", NULL };
+        return v->run(2, args);
+}
+
+int main(int argc, char **argv) {
+        const char *lvl = getenv("KILN_LOG_LEVEL");
+        if (lvl) {
+                int l = log_level_from_string(lvl);
+                if (l >= 0)
+                        log_set_max_level(l);
+        }
+        if (argc < 2) {
+                usage(stderr);
+                return 2;
+        }
+        if (streq(argv[1], "--help") || streq(argv[1], "-h")) {
+                usage(stdout);
+                return 0;
+        }
+        if (streq(argv[1], "--version"))
+                return verb_version(argc - 1, argv + 1);
+
+        const Verb *v = verb_find(argv[1]);
+        if (!v) {
+                log_error("Unknown command '%s'. See 'kiln help'.", argv[1]);
+                return 2;
+        }
+        return v->run(argc - 1, argv + 1);
+}

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Subcommands: each takes argv with argv[0] being the command's own name and
+ * returns the process exit status. */
+typedef struct Verb {
+        const char *name;
+        int (*run)(int argc, char **argv);
+        const char *summary;
+} Verb;
+
+const Verb *verb_find(const char *name);
+
+int verb_sandbox(int argc, char **argv);
+int verb_version(int argc, char **argv);
+int verb_help(int argc, char **argv);
