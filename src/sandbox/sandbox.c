@@ -1,3 +1,734 @@
 /* SPDX-License-Identifier: MIT */
+/* The host side of a sandbox: its state directory, slot, cgroup, user
+ * namespace and network, the creation of its PID 1, the control protocol,
+ * and the removal of everything — including what crashed owners left. */
+#include <dirent.h>
 #include <errno.h>
-#include "sandbox.h"
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "fd-util.h"
+#include "fs-util.h"
+#include "log.h"
+#include "net.h"
+#include "parse-util.h"
+#include "sandbox-internal.h"
+#include "seccomp.h"
+#include "strv.h"
+
+#define MAX_DONE 64
+
+typedef struct Done {
+        uint64_t id;
+        int status;
+        int exec_errno;
+} Done;
+
+typedef struct Pending {
+        uint64_t id;
+        uint64_t oom_before;
+        int exec_errno;
+} Pending;
+
+struct Sandbox {
+        char *id;
+        char *dir;
+        unsigned slot;
+        int slot_fd;
+        int lock_fd;
+        Cgroup cgroup;
+        bool have_cgroup;
+        NetworkMode network;
+        pid_t init_pid;
+        int control_fd;
+        int life_fd;
+        uint64_t next_id;
+        Pending pending[MAX_DONE];
+        Done done[MAX_DONE];
+        size_t n_done;
+        char *buf;
+};
+
+static const char *const network_names[_NETWORK_MAX] = {
+        [NETWORK_NONE] = "none",
+        [NETWORK_NAT] = "nat",
+        [NETWORK_HOST] = "host",
+};
+
+const char *network_mode_to_string(NetworkMode m) {
+        return m < _NETWORK_MAX ? network_names[m] : NULL;
+}
+
+int network_mode_from_string(const char *s) {
+        for (int i = 0; i < _NETWORK_MAX; i++)
+                if (streq(s, network_names[i]))
+                        return i;
+        return -EINVAL;
+}
+
+void sandbox_config_done(SandboxConfig *c) {
+        free(c->image);
+        for (size_t i = 0; i < c->n_binds; i++) {
+                free(c->binds[i].source);
+                free(c->binds[i].target);
+        }
+        free(c->binds);
+        strv_free(c->mask_paths);
+        free(c->hostname);
+        *c = (SandboxConfig) {};
+}
+
+int bind_mount_parse(const char *s, BindMount *ret) {
+        _cleanup_free_ char *copy = strdup(s);
+        bool ro = false;
+        char *colon, *target, *mode;
+
+        if (!copy)
+                return -ENOMEM;
+        colon = strchr(copy, ':');
+        if (!colon)
+                return -EINVAL;
+        *colon = 0;
+        target = colon + 1;
+        mode = strchr(target, ':');
+        if (mode) {
+                *mode++ = 0;
+                if (streq(mode, "ro"))
+                        ro = true;
+                else if (!streq(mode, "rw"))
+                        return -EINVAL;
+        }
+        if (!path_is_absolute(copy) || !path_is_absolute(target) || strstr(target, "/..") ||
+            streq(target, "/"))
+                return -EINVAL;
+        char *src = realpath(copy, NULL);
+        if (!src)
+                return -errno;
+        *ret = (BindMount) { .source = src, .target = strdup(target), .read_only = ro };
+        if (!ret->target) {
+                free(src);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+int sandbox_exit_status_to_code(const SandboxExitStatus *st) {
+        if (st->signal)
+                return 128 + st->signal;
+        return st->code;
+}
+
+const char *sandbox_root_dir(void) {
+        const char *e = getenv("KILN_SANDBOX_DIR");
+        return isempty(e) ? "/var/lib/kiln/sandboxes" : e;
+}
+
+const char *sandbox_id(const Sandbox *s) {
+        return s->id;
+}
+
+pid_t sandbox_init_pid(const Sandbox *s) {
+        return s->init_pid;
+}
+
+const char *sandbox_state_dir(const Sandbox *s) {
+        return s->dir;
+}
+
+/* Takes the first free slot: a slot gives the sandbox its uid range and its
+ * network addresses. The lock is held for the sandbox's life; a crashed owner
+ * releases it with its last fd. */
+static int slot_acquire(const char *root, unsigned *ret_slot, int *ret_fd) {
+        char path[4096];
+        unsigned start;
+
+        snprintf(path, sizeof path, "%s/.slots", root);
+        if (mkdir(path, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        if (getrandom(&start, sizeof start, 0) != sizeof start)
+                start = (unsigned) getpid();
+        /* Start at a random slot so that concurrent creators rarely collide. */
+        start %= 256;
+        for (unsigned i = 0; i < SANDBOX_SLOTS; i++) {
+                unsigned slot = (start + i) % SANDBOX_SLOTS;
+                snprintf(path, sizeof path, "%s/.slots/%u", root, slot);
+                int fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+                if (fd < 0)
+                        return -errno;
+                if (flock(fd, LOCK_EX | LOCK_NB) >= 0) {
+                        *ret_slot = slot;
+                        *ret_fd = fd;
+                        return 0;
+                }
+                safe_close(fd);
+                if (errno != EWOULDBLOCK)
+                        return -errno;
+        }
+        return -EUSERS;
+}
+
+/* A user namespace mapping 0..65535 inside to base..base+65535 outside, kept
+ * by its fd after the throwaway process that created it is gone. */
+static int userns_create(uint32_t base, int *ret_fd) {
+        _cleanup_close_pair_ int p[2] = { -EBADF, -EBADF };
+        char path[64], map[64];
+        int r = 0, fd = -EBADF;
+        pid_t pid;
+
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        pid = (pid_t) syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, NULL);
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                char c;
+                safe_close(p[1]);
+                (void) !read(p[0], &c, 1);
+                _exit(0);
+        }
+        snprintf(map, sizeof map, "0 %u %u\n", base, SANDBOX_UID_COUNT);
+        snprintf(path, sizeof path, "/proc/%d/uid_map", (int) pid);
+        r = write_string_file(path, map);
+        if (r >= 0) {
+                snprintf(path, sizeof path, "/proc/%d/gid_map", (int) pid);
+                r = write_string_file(path, map);
+        }
+        if (r >= 0) {
+                snprintf(path, sizeof path, "/proc/%d/ns/user", (int) pid);
+                fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        r = -errno;
+        }
+        p[1] = safe_close(p[1]);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        if (r < 0)
+                return r;
+        *ret_fd = fd;
+        return 0;
+}
+
+static const struct sock_fprog *seccomp_program(void) {
+        static struct sock_fprog prog;
+        static int state; /* 0 unbuilt, 1 built, -1 failed */
+
+        if (state == 0) {
+                int r = seccomp_default_build(&prog);
+                state = r < 0 ? -1 : 1;
+                if (r < 0)
+                        log_warning_errno(r, "No seccomp filter available: %m");
+        }
+        return state > 0 ? &prog : NULL;
+}
+
+static int disk_image_create(const char *dir, uint64_t size, uint32_t base, char **ret) {
+        _cleanup_free_ char *img = NULL, *mnt = NULL;
+        char owner[64], sz[32];
+        int status;
+
+        if (asprintf(&img, "%s/disk.img", dir) < 0 || asprintf(&mnt, "%s/disk", dir) < 0)
+                return -ENOMEM;
+        if (size < (16ULL << 20))
+                return log_error_errno(EINVAL, "--disk must be at least 16M");
+        _cleanup_close_ int fd = open(img, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+        if (fd < 0 || ftruncate(fd, (off_t) size) < 0)
+                return log_error_errno(errno, "Failed to create the disk image: %m");
+        if (mkdir(mnt, 0700) < 0)
+                return -errno;
+        snprintf(owner, sizeof owner, "root_owner=%u:%u,nodiscard,lazy_itable_init=1", base, base);
+        snprintf(sz, sizeof sz, "%" PRIu64 "k", size / 1024);
+        pid_t pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                int null = open("/dev/null", O_WRONLY);
+                if (null >= 0)
+                        dup2(null, STDOUT_FILENO);
+                execlp("mkfs.ext4", "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", owner, img,
+                       sz, (char *) NULL);
+                _exit(127);
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return log_error_errno(EIO, "mkfs.ext4 failed (status %d); is e2fsprogs installed?", status);
+        *ret = TAKE_PTR(img);
+        return 0;
+}
+
+static int state_dir_create(const char *root, char **ret_id, char **ret_dir, int *ret_lock) {
+        uint8_t rnd[6];
+        char id[16], path[4096];
+
+        if (strpbrk(root, ",:\\\n"))
+                return log_error_errno(EINVAL, "Sandbox directory '%s' may not contain ',', ':' or '\\'",
+                                       root);
+        if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd)
+                return -EIO;
+        snprintf(id, sizeof id, "%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
+        snprintf(path, sizeof path, "%s/%s", root, id);
+        if (mkdir(path, 0700) < 0)
+                return -errno;
+        char lock[4200];
+        snprintf(lock, sizeof lock, "%s/lock", path);
+        int fd = open(lock, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0 || flock(fd, LOCK_EX) < 0) {
+                int e = errno;
+                safe_close(fd);
+                (void) rm_rf(path);
+                return -e;
+        }
+        *ret_id = strdup(id);
+        *ret_dir = strdup(path);
+        *ret_lock = fd;
+        if (!*ret_id || !*ret_dir)
+                return -ENOMEM;
+        return 0;
+}
+
+static int write_state(const Sandbox *s) {
+        char path[4200], val[64];
+        snprintf(path, sizeof path, "%s/slot", s->dir);
+        snprintf(val, sizeof val, "%u %s\n", s->slot, network_mode_to_string(s->network));
+        _cleanup_close_ int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        int r = loop_write(fd, val, strlen(val));
+        if (r < 0)
+                return r;
+        static const char *const sub[] = { "lower", "root" };
+        for (size_t i = 0; i < ELEMENTSOF(sub); i++) {
+                snprintf(path, sizeof path, "%s/%s", s->dir, sub[i]);
+                if (mkdir(path, 0700) < 0)
+                        return -errno;
+        }
+        return 0;
+}
+
+static int read_msg(Sandbox *s, int timeout_ms, MsgHeader *ret) {
+        struct pollfd p = { .fd = s->control_fd, .events = POLLIN };
+        int k = poll(&p, 1, timeout_ms);
+        if (k < 0)
+                return -errno;
+        if (k == 0)
+                return -ETIME;
+        ssize_t n = msg_recv(s->control_fd, s->buf, SANDBOX_MSG_MAX, NULL, NULL);
+        if (n == 0 || n == -ECONNRESET)
+                return -ECONNRESET; /* init is gone */
+        if (n < 0)
+                return (int) n;
+        memcpy(ret, s->buf, sizeof *ret);
+        return 0;
+}
+
+static int wait_ready(Sandbox *s) {
+        MsgHeader h;
+        for (;;) {
+                int r = read_msg(s, 60000, &h);
+                if (r == -EINTR)
+                        continue;
+                if (r < 0)
+                        return r == -ECONNRESET ? -EPROTO : r;
+                if (h.type == MSG_READY)
+                        return h.a;
+        }
+}
+
+static int start_init(Sandbox *s, const SandboxConfig *c, InitArgs *a) {
+        _cleanup_close_pair_ int ctl[2] = { -EBADF, -EBADF }, life[2] = { -EBADF, -EBADF },
+                                 sync[2] = { -EBADF, -EBADF };
+        unsigned long flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
+        int r;
+
+        if (c->network != NETWORK_HOST)
+                flags |= CLONE_NEWNET;
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0 || pipe2(life, O_CLOEXEC) < 0 ||
+            pipe2(sync, O_CLOEXEC) < 0)
+                return -errno;
+        int sz = SANDBOX_MSG_MAX + 4096;
+        (void) setsockopt(ctl[0], SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof sz);
+        (void) setsockopt(ctl[1], SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz);
+
+        pid_t pid = (pid_t) syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+        if (pid < 0)
+                return log_error_errno(errno, "Failed to create the sandbox's namespaces: %m");
+        if (pid == 0) {
+                a->control_fd = ctl[1];
+                a->life_fd = life[0];
+                a->sync_fd = sync[0];
+                sandbox_init_main(a);
+        }
+        s->init_pid = pid;
+        s->control_fd = TAKE_FD(ctl[0]);
+        s->life_fd = TAKE_FD(life[1]);
+
+        r = cgroup_attach(&s->cgroup, pid);
+        if (r < 0)
+                return log_error_errno(r, "Failed to move the sandbox into its cgroup: %m");
+        if (c->network == NETWORK_NAT) {
+                char path[64];
+                snprintf(path, sizeof path, "/proc/%d/ns/net", (int) pid);
+                _cleanup_close_ int netns = open(path, O_RDONLY | O_CLOEXEC);
+                if (netns < 0)
+                        return -errno;
+                (void) net_nat_teardown(s->slot);
+                r = net_nat_setup(netns, s->slot);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to set up NAT networking: %m");
+        }
+        if (loop_write(sync[1], "x", 1) < 0)
+                return -EPIPE;
+        r = wait_ready(s);
+        if (r < 0)
+                return log_error_errno(r, "The sandbox failed to start: %m");
+        return 0;
+}
+
+int sandbox_prepare(const SandboxConfig *c, Sandbox **ret) {
+        _cleanup_sandbox_ Sandbox *s = NULL;
+        _cleanup_free_ char *disk = NULL, *resolv = NULL, *hostname = NULL;
+        _cleanup_close_ int userns = -EBADF;
+        const char *root = sandbox_root_dir();
+        int r;
+
+        if (!c->image || (!streq(c->image, "host") && !path_is_absolute(c->image)))
+                return log_error_errno(EINVAL, "The image must be 'host' or an absolute directory path");
+        r = mkdir_p(root, 0700);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create '%s': %m", root);
+
+        s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        *s = (Sandbox) { .slot_fd = -EBADF, .lock_fd = -EBADF, .control_fd = -EBADF, .life_fd = -EBADF,
+                         .network = c->network, .next_id = 1 };
+        s->buf = malloc(SANDBOX_MSG_MAX);
+        if (!s->buf)
+                return -ENOMEM;
+        r = state_dir_create(root, &s->id, &s->dir, &s->lock_fd);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the sandbox directory in '%s': %m", root);
+        r = slot_acquire(root, &s->slot, &s->slot_fd);
+        if (r < 0)
+                return log_error_errno(r, "No free sandbox slot: %m");
+        r = write_state(s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write the sandbox state: %m");
+
+        uint32_t base = SANDBOX_UID_BASE + s->slot * SANDBOX_UID_COUNT;
+        if (c->disk_max > 0) {
+                r = disk_image_create(s->dir, c->disk_max, base, &disk);
+                if (r < 0)
+                        return r;
+        }
+        CgroupLimits limits = { .memory_max = c->memory_max, .pids_max = c->pids_max,
+                                .cpu_millis = c->cpu_millis };
+        r = cgroup_create(s->id, &limits, &s->cgroup);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the sandbox's cgroup: %m");
+        s->have_cgroup = true;
+        r = userns_create(base, &userns);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the sandbox's user namespace: %m");
+        if (c->network == NETWORK_NAT) {
+                r = net_resolv_conf(&resolv);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to build resolv.conf: %m");
+        }
+        SandboxConfig cfg = *c;
+        if (!cfg.hostname) {
+                if (asprintf(&hostname, "kiln-%.8s", s->id) < 0)
+                        return -ENOMEM;
+                cfg.hostname = hostname;
+        }
+        InitArgs a = {
+                .config = &cfg,
+                .dir = s->dir,
+                .id = s->id,
+                .uid_base = base,
+                .userns_fd = userns,
+                .disk_image = disk,
+                .resolv_conf = resolv,
+                .seccomp = seccomp_program(),
+        };
+        r = start_init(s, &cfg, &a);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+static uint64_t oom_count(const Sandbox *s) {
+        uint64_t n = 0;
+        if (s->have_cgroup)
+                (void) cgroup_oom_kills(&s->cgroup, &n);
+        return n;
+}
+
+static int payload_build(const SandboxExec *e, char **ret, size_t *ret_size) {
+        const char *cwd = e->cwd ? e->cwd : "/";
+        size_t size = strlen(cwd) + 1;
+        char *buf, *p;
+
+        for (char **v = e->argv; *v; v++)
+                size += strlen(*v) + 1;
+        for (char **v = e->env; v && *v; v++)
+                size += strlen(*v) + 1;
+        if (size + sizeof(MsgHeader) > SANDBOX_MSG_MAX)
+                return -E2BIG;
+        buf = p = malloc(size);
+        if (!buf)
+                return -ENOMEM;
+        p = stpcpy(p, cwd) + 1;
+        for (char **v = e->argv; *v; v++)
+                p = stpcpy(p, *v) + 1;
+        for (char **v = e->env; v && *v; v++)
+                p = stpcpy(p, *v) + 1;
+        *ret = buf;
+        *ret_size = size;
+        return 0;
+}
+
+static int queue_done(Sandbox *s, const MsgHeader *h) {
+        if (s->n_done >= MAX_DONE)
+                return -ENOBUFS;
+        s->done[s->n_done++] = (Done) { .id = h->id, .status = h->a };
+        return 0;
+}
+
+static Pending *pending_find(Sandbox *s, uint64_t id) {
+        for (size_t i = 0; i < MAX_DONE; i++)
+                if (s->pending[i].id == id)
+                        return &s->pending[i];
+        return NULL;
+}
+
+int sandbox_spawn(Sandbox *s, const SandboxExec *e, uint64_t *ret_id) {
+        _cleanup_free_ char *payload = NULL;
+        _cleanup_close_ int null = -EBADF;
+        size_t size;
+        int r;
+
+        if (!e->argv || !e->argv[0])
+                return -EINVAL;
+        Pending *slot = pending_find(s, 0);
+        if (!slot)
+                return -EMFILE;
+        r = payload_build(e, &payload, &size);
+        if (r < 0)
+                return r;
+        int fds[3] = { e->stdin_fd, e->stdout_fd, e->stderr_fd };
+        for (int i = 0; i < 3; i++)
+                if (fds[i] < 0) {
+                        if (null < 0 && (null = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+                                return -errno;
+                        fds[i] = null;
+                }
+        MsgHeader h = {
+                .type = MSG_SPAWN, .id = s->next_id++, .uid = e->uid, .gid = e->gid,
+                .n_argv = (uint32_t) strv_length(e->argv), .n_env = (uint32_t) strv_length(e->env),
+                .payload = (uint32_t) size,
+        };
+        uint64_t oom = oom_count(s);
+        r = msg_send(s->control_fd, &h, payload, fds, 3);
+        if (r < 0)
+                return r;
+        for (;;) {
+                MsgHeader m;
+                r = read_msg(s, -1, &m);
+                if (r == -EINTR)
+                        continue;
+                if (r < 0)
+                        return r;
+                if (m.type == MSG_EXITED)
+                        (void) queue_done(s, &m);
+                else if (m.type == MSG_SPAWNED && m.id == h.id) {
+                        if (m.a <= 0)
+                                return -m.b;
+                        *slot = (Pending) { .id = h.id, .oom_before = oom, .exec_errno = m.b };
+                        *ret_id = h.id;
+                        return 0;
+                }
+        }
+}
+
+static void status_from(Sandbox *s, uint64_t id, int wstatus, SandboxExitStatus *ret) {
+        Pending *p = pending_find(s, id);
+        *ret = (SandboxExitStatus) {};
+        if (WIFEXITED(wstatus))
+                ret->code = WEXITSTATUS(wstatus);
+        else if (WIFSIGNALED(wstatus))
+                ret->signal = WTERMSIG(wstatus);
+        if (p) {
+                if (p->exec_errno) {
+                        ret->exec_failed = true;
+                        ret->exec_errno = p->exec_errno;
+                }
+                if (ret->signal == SIGKILL && oom_count(s) > p->oom_before)
+                        ret->oom_killed = true;
+                *p = (Pending) {};
+        }
+}
+
+int sandbox_wait(Sandbox *s, uint64_t id, uint64_t timeout_usec, SandboxExitStatus *ret) {
+        uint64_t deadline = timeout_usec == UINT64_MAX ? UINT64_MAX : now_usec(CLOCK_MONOTONIC) + timeout_usec;
+
+        for (;;) {
+                for (size_t i = 0; i < s->n_done; i++)
+                        if (s->done[i].id == id) {
+                                status_from(s, id, s->done[i].status, ret);
+                                s->done[i] = s->done[--s->n_done];
+                                return 0;
+                        }
+                int ms = -1;
+                if (deadline != UINT64_MAX) {
+                        uint64_t now = now_usec(CLOCK_MONOTONIC);
+                        if (now >= deadline)
+                                return -ETIME;
+                        ms = (int) MIN((deadline - now + 999) / 1000, (uint64_t) INT32_MAX);
+                }
+                MsgHeader m;
+                int r = read_msg(s, ms, &m);
+                if (r < 0)
+                        return r;
+                if (m.type == MSG_EXITED) {
+                        r = queue_done(s, &m);
+                        if (r < 0)
+                                return r;
+                }
+        }
+}
+
+int sandbox_signal(Sandbox *s, uint64_t id, int sig) {
+        MsgHeader h = { .type = MSG_SIGNAL, .id = id, .a = sig };
+        return msg_send(s->control_fd, &h, NULL, NULL, 0);
+}
+
+int sandbox_signal_all(Sandbox *s, int sig) {
+        MsgHeader h = { .type = MSG_SIGNAL_ALL, .a = sig };
+        return msg_send(s->control_fd, &h, NULL, NULL, 0);
+}
+
+int sandbox_exec(Sandbox *s, const SandboxExec *e, uint64_t timeout_usec, SandboxExitStatus *ret) {
+        uint64_t id;
+        int r = sandbox_spawn(s, e, &id);
+        if (r < 0)
+                return r;
+        r = sandbox_wait(s, id, timeout_usec, ret);
+        while (r == -EINTR)
+                r = sandbox_wait(s, id, timeout_usec, ret);
+        return r;
+}
+
+int sandbox_destroy(Sandbox *s) {
+        int r = 0;
+
+        if (!s)
+                return 0;
+        s->control_fd = safe_close(s->control_fd);
+        if (s->init_pid > 0) {
+                /* PID 1 takes the whole PID namespace with it; once it is reaped,
+                 * nothing of the sandbox runs any more. */
+                (void) kill(s->init_pid, SIGKILL);
+                while (waitpid(s->init_pid, NULL, 0) < 0 && errno == EINTR)
+                        ;
+        }
+        s->life_fd = safe_close(s->life_fd);
+        if (s->have_cgroup)
+                r = cgroup_destroy(&s->cgroup);
+        if (s->network == NETWORK_NAT)
+                (void) net_nat_teardown(s->slot);
+        if (s->dir) {
+                int q = rm_rf(s->dir);
+                if (q < 0 && r == 0)
+                        r = q;
+        }
+        safe_close(s->lock_fd);
+        safe_close(s->slot_fd);
+        free(s->id);
+        free(s->dir);
+        free(s->buf);
+        free(s);
+        return r;
+}
+
+static int gc_one(const char *root, const char *name, bool verbose, bool *ret_nat_alive) {
+        char path[4096];
+        struct stat st;
+
+        snprintf(path, sizeof path, "%s/%s/lock", root, name);
+        _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+                /* A directory that is being created right now has no lock yet. */
+                snprintf(path, sizeof path, "%s/%s", root, name);
+                if (stat(path, &st) < 0 || (time(NULL) - st.st_mtime) < 60)
+                        return 0;
+        } else if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno == EWOULDBLOCK) {
+                        _cleanup_free_ char *state = NULL;
+                        snprintf(path, sizeof path, "%s/%s/slot", root, name);
+                        if (read_full_file(path, 256, &state, NULL) >= 0 && strstr(state, " nat"))
+                                *ret_nat_alive = true;
+                        return 0; /* its owner is alive */
+                }
+                return -errno;
+        }
+
+        unsigned slot = UINT32_MAX;
+        _cleanup_free_ char *state = NULL;
+        snprintf(path, sizeof path, "%s/%s/slot", root, name);
+        if (read_full_file(path, 256, &state, NULL) >= 0) {
+                char *sp = strchr(state, ' ');
+                if (sp)
+                        *sp = 0;
+                (void) safe_atou(state, &slot);
+        }
+        int r = cgroup_remove_by_name(name);
+        if (r < 0 && r != -ENOENT)
+                log_warning_errno(r, "Failed to remove the cgroup of sandbox %s: %m", name);
+        if (slot < SANDBOX_SLOTS)
+                (void) net_nat_teardown(slot);
+        snprintf(path, sizeof path, "%s/%s", root, name);
+        r = rm_rf(path);
+        if (r < 0)
+                return log_warning_errno(r, "Failed to remove '%s': %m", path);
+        if (verbose)
+                log_info("Removed leftover sandbox %s", name);
+        return 1;
+}
+
+int sandbox_gc(bool verbose) {
+        const char *root = sandbox_root_dir();
+        bool nat_alive = false;
+        int n = 0;
+
+        DIR *d = opendir(root);
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        for (struct dirent *de; (de = readdir(d));) {
+                if (de->d_name[0] == '.' || de->d_type != DT_DIR)
+                        continue;
+                int r = gc_one(root, de->d_name, verbose, &nat_alive);
+                if (r > 0)
+                        n++;
+        }
+        closedir(d);
+        (void) net_gc(nat_alive);
+        return n;
+}

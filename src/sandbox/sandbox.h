@@ -64,7 +64,8 @@ typedef struct SandboxExitStatus {
         int code;     /* exit status when exited normally */
         int signal;   /* terminating signal, or 0 */
         bool oom_killed;
-        bool exec_failed; /* the command could not be started; code holds the errno */
+        bool exec_failed; /* the command could not be started (code is 127) */
+        int exec_errno;   /* why, when exec_failed */
 } SandboxExitStatus;
 
 /* 0..255 for a normal exit, 128+N when killed by signal N. */

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Shared between the host side of a sandbox (sandbox.c) and its PID 1
+ * (sandbox-init.c, sandbox-rootfs.c). Not part of the public API. */
+
+#include <linux/filter.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cgroup.h"
+#include "sandbox.h"
+
+#define SANDBOX_UID_BASE 0x40000000U /* 2^30: far above any ordinary or subuid range */
+#define SANDBOX_UID_COUNT 65536U
+#define SANDBOX_SLOTS 16384U
+#define SANDBOX_MSG_MAX (1U << 20)
+
+/* Messages over the host ↔ init SOCK_SEQPACKET control socket. */
+typedef enum MsgType {
+        MSG_SPAWN = 1,  /* host → init: run a command (3 fds attached) */
+        MSG_SIGNAL,     /* host → init: signal the process group of id */
+        MSG_SIGNAL_ALL, /* host → init: signal every process but init */
+        MSG_READY,      /* init → host: set up, waiting for commands (a: 0 or -errno) */
+        MSG_SPAWNED,    /* init → host: id started (a: pid) or failed (b: errno) */
+        MSG_EXITED,     /* init → host: id ended (a: wait status; b: exec errno or 0) */
+} MsgType;
+
+typedef struct MsgHeader {
+        uint32_t type;
+        uint32_t n_argv;
+        uint64_t id;
+        int32_t a, b;
+        uint32_t uid, gid;
+        uint32_t n_env;
+        uint32_t payload; /* bytes of NUL-separated strings that follow: cwd, argv…, env… */
+} MsgHeader;
+
+/* Everything PID 1 needs; it is a forked copy of the host process, so this
+ * lives in its memory already. */
+typedef struct InitArgs {
+        const SandboxConfig *config;
+        const char *dir;   /* the sandbox's state directory */
+        const char *id;
+        uint32_t uid_base;
+        int userns_fd;     /* the sandbox's user namespace, maps already written */
+        int control_fd;    /* init's end of the control socket */
+        int life_fd;       /* read end of a pipe whose write end only the host holds */
+        int sync_fd;       /* read end: the host writes one byte when the cgroup is joined */
+        const char *disk_image; /* NULL without a disk quota */
+        const char *resolv_conf; /* contents for /etc/resolv.conf, or NULL to keep the image's */
+        const struct sock_fprog *seccomp;
+} InitArgs;
+
+/* PID 1 of a new sandbox; never returns. */
+_noreturn_ void sandbox_init_main(const InitArgs *a);
+
+/* Builds the root file system in the calling (private) mount namespace and
+ * pivots into it. Runs as PID 1 before it enters the user namespace. */
+int sandbox_rootfs_setup(const InitArgs *a);
+
+int msg_send(int fd, const MsgHeader *h, const void *payload, const int *fds, size_t n_fds);
+/* Receives one message into buf (SANDBOX_MSG_MAX bytes); fds up to 3. */
+ssize_t msg_recv(int fd, void *buf, size_t size, int *fds, size_t *n_fds);

@@ -1,0 +1,479 @@
+/* SPDX-License-Identifier: MIT */
+/* The sandbox's root file system, built by its PID 1 in its private mount
+ * namespace while it still holds the host's privileges:
+ *
+ *   lower   the image, through an idmapped, read-only, nodev mount, so that
+ *           files keep their owners inside the sandbox's user namespace;
+ *   upper   a per-sandbox writable layer (on a size-limited ext4 image when a
+ *           disk quota is set), prepared with the masks and generated files;
+ *   root    the overlay of both, with fresh /proc, /sys, a minimal /dev and
+ *           the caller's bind mounts, and then pivot_root()ed into.
+ *
+ * Everything here is mounted only in the sandbox's mount namespace, so it all
+ * disappears with the sandbox's last process. */
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <glob.h>
+#include <linux/loop.h>
+#include <linux/mount.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "fd-util.h"
+#include "fs-util.h"
+#include "log.h"
+#include "sandbox-internal.h"
+
+typedef struct Rootfs {
+        const InitArgs *a;
+        const char *image; /* host path of the image's root */
+        char layer[4096];  /* where upper/ and work/ live */
+        char upper[4096];
+        char lower[4096];
+        char root[4096];
+        uint32_t base;
+} Rootfs;
+
+/* Paths of the host image that never show inside: secrets and the state of
+ * kiln and of the host's services. Directories become empty (opaque)
+ * directories; files become empty files. */
+static const char *const host_masked_dirs[] = {
+        "/root", "/home", "/run", "/tmp", "/var/tmp", "/var/lib/kiln", "/etc/kiln",
+        "/var/spool/cron", "/var/lib/sss", "/etc/sudoers.d",
+};
+static const char *const host_masked_files[] = {
+        "/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers",
+};
+static const char *const host_masked_globs[] = {
+        "/etc/ssh/ssh_host_*", "/etc/ssl/private/*",
+};
+
+static int join(char *buf, size_t size, const char *a, const char *b) {
+        int n = snprintf(buf, size, "%s%s%s", a, (b[0] == '/' || !a[0]) ? "" : "/", b);
+        return (n < 0 || (size_t) n >= size) ? -ENAMETOOLONG : 0;
+}
+
+static int sys_open_tree(int dfd, const char *path, unsigned flags) {
+        return (int) syscall(SYS_open_tree, dfd, path, flags);
+}
+
+static int sys_mount_setattr(int dfd, const char *path, unsigned flags, struct mount_attr *attr) {
+        return (int) syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof(*attr));
+}
+
+static int sys_move_mount(int from_dfd, const char *from, int to_dfd, const char *to, unsigned flags) {
+        return (int) syscall(SYS_move_mount, from_dfd, from, to_dfd, to, flags);
+}
+
+/* Creates upper/rel's missing parent directories with the mode and (shifted)
+ * owner of the same directories in the image, so that the merged directory
+ * looks exactly like the image's. */
+static int upper_mkdir_parents(const Rootfs *f, const char *rel) {
+        char path[4096];
+        int r = join(path, sizeof path, "", rel);
+        if (r < 0)
+                return r;
+        for (char *s = path + 1; *s; s++) {
+                if (*s != '/')
+                        continue;
+                *s = 0;
+                char up[4096], low[4096];
+                struct stat st;
+                if (join(up, sizeof up, f->upper, path) < 0 || join(low, sizeof low, f->image, path) < 0)
+                        return -ENAMETOOLONG;
+                if (lstat(up, &st) < 0) {
+                        if (lstat(low, &st) < 0 || !S_ISDIR(st.st_mode)) {
+                                st.st_mode = 0755;
+                                st.st_uid = st.st_gid = 0;
+                        }
+                        if (mkdir(up, st.st_mode & 07777) < 0 && errno != EEXIST)
+                                return -errno;
+                        if (chown(up, st.st_uid + f->base, st.st_gid + f->base) < 0 ||
+                            chmod(up, st.st_mode & 07777) < 0)
+                                return -errno;
+                }
+                *s = '/';
+        }
+        return 0;
+}
+
+/* Makes rel an empty directory (hiding the image's) or an empty file, with
+ * the image's mode and owner. */
+static int upper_mask(const Rootfs *f, const char *rel) {
+        char up[4096], low[4096];
+        struct stat st;
+        int r;
+
+        if (join(up, sizeof up, f->upper, rel) < 0 || join(low, sizeof low, f->image, rel) < 0)
+                return -ENAMETOOLONG;
+        if (lstat(low, &st) < 0 || S_ISLNK(st.st_mode))
+                return 0; /* nothing to hide (a symlink leads to a path masked on its own) */
+        r = upper_mkdir_parents(f, rel);
+        if (r < 0)
+                return r;
+        (void) rm_rf(up);
+        if (S_ISDIR(st.st_mode)) {
+                if (mkdir(up, st.st_mode & 07777) < 0)
+                        return -errno;
+                /* An opaque directory: the overlay shows none of the image's entries. */
+                if (setxattr(up, "trusted.overlay.opaque", "y", 1, 0) < 0)
+                        return -errno;
+        } else {
+                _cleanup_close_ int fd = open(up, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, st.st_mode & 07777);
+                if (fd < 0)
+                        return -errno;
+        }
+        if (chown(up, st.st_uid + f->base, st.st_gid + f->base) < 0 || chmod(up, st.st_mode & 07777) < 0)
+                return -errno;
+        return 0;
+}
+
+static int upper_write_file(const Rootfs *f, const char *rel, const char *contents) {
+        char up[4096];
+        int r = upper_mkdir_parents(f, rel);
+        if (r < 0)
+                return r;
+        if (join(up, sizeof up, f->upper, rel) < 0)
+                return -ENAMETOOLONG;
+        (void) unlink(up);
+        _cleanup_close_ int fd = open(up, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+                return -errno;
+        r = loop_write(fd, contents, strlen(contents));
+        if (r < 0)
+                return r;
+        if (fchown(fd, f->base, f->base) < 0)
+                return -errno;
+        return 0;
+}
+
+/* A mount point that must exist in the merged tree (for /proc, /dev, binds). */
+static int upper_mountpoint(const Rootfs *f, const char *rel, bool dir) {
+        char up[4096], low[4096];
+        struct stat st;
+        if (join(low, sizeof low, f->image, rel) < 0 || join(up, sizeof up, f->upper, rel) < 0)
+                return -ENAMETOOLONG;
+        if (stat(low, &st) >= 0 && (S_ISDIR(st.st_mode) == dir))
+                return 0;
+        int r = upper_mkdir_parents(f, rel);
+        if (r < 0)
+                return r;
+        if (dir) {
+                if (mkdir(up, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+        } else {
+                _cleanup_close_ int fd = open(up, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+                if (fd < 0)
+                        return -errno;
+        }
+        if (lchown(up, f->base, f->base) < 0)
+                return -errno;
+        return 0;
+}
+
+static int attach_loop(const char *image, char *ret_dev, size_t size) {
+        _cleanup_close_ int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+        _cleanup_close_ int backing = open(image, O_RDWR | O_CLOEXEC);
+        if (ctl < 0 || backing < 0)
+                return -errno;
+        for (int attempt = 0; attempt < 64; attempt++) {
+                int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+                if (n < 0)
+                        return -errno;
+                snprintf(ret_dev, size, "/dev/loop%d", n);
+                _cleanup_close_ int dev = open(ret_dev, O_RDWR | O_CLOEXEC);
+                if (dev < 0)
+                        return -errno;
+                struct loop_config cfg = {
+                        .fd = (uint32_t) backing,
+                        /* Detaches itself when the sandbox's mount namespace goes away. */
+                        .info.lo_flags = LO_FLAGS_AUTOCLEAR,
+                };
+                if (ioctl(dev, LOOP_CONFIGURE, &cfg) >= 0)
+                        return 0;
+                if (errno != EBUSY)
+                        return -errno;
+        }
+        return -EBUSY;
+}
+
+static int setup_layers(Rootfs *f) {
+        const InitArgs *a = f->a;
+        struct stat st;
+        int r;
+
+        if (a->disk_image) {
+                char dev[64];
+                r = join(f->layer, sizeof f->layer, a->dir, "disk");
+                if (r < 0)
+                        return r;
+                r = attach_loop(a->disk_image, dev, sizeof dev);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to attach the disk image: %m");
+                if (mount(dev, f->layer, "ext4", MS_NOSUID | MS_NODEV, NULL) < 0)
+                        return log_error_errno(errno, "Failed to mount the disk image: %m");
+        } else if (snprintf(f->layer, sizeof f->layer, "%s", a->dir) >= (int) sizeof f->layer)
+                return -ENAMETOOLONG;
+
+        char work[4096];
+        if (join(f->upper, sizeof f->upper, f->layer, "upper") < 0 ||
+            join(work, sizeof work, f->layer, "work") < 0)
+                return -ENAMETOOLONG;
+        if (stat(f->image, &st) < 0)
+                return log_error_errno(errno, "Image root '%s': %m", f->image);
+        if ((mkdir(f->upper, st.st_mode & 07777) < 0 && errno != EEXIST) ||
+            (mkdir(work, 0700) < 0 && errno != EEXIST))
+                return log_error_errno(errno, "Failed to create the writable layer: %m");
+        if (chown(f->upper, st.st_uid + f->base, st.st_gid + f->base) < 0)
+                return -errno;
+
+        /* The image, idmapped: a file owned by uid N in the image is owned by
+         * base+N on the host, which is N inside the sandbox. */
+        _cleanup_close_ int tree = sys_open_tree(AT_FDCWD, f->image, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (tree < 0)
+                return log_error_errno(errno, "open_tree('%s'): %m", f->image);
+        struct mount_attr attr = {
+                .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
+                .userns_fd = (uint64_t) a->userns_fd,
+        };
+        if (sys_mount_setattr(tree, "", AT_EMPTY_PATH, &attr) < 0)
+                return log_error_errno(errno, "Failed to idmap the image '%s': %m", f->image);
+        if (sys_move_mount(tree, "", AT_FDCWD, f->lower, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                return log_error_errno(errno, "Failed to attach the image: %m");
+        return 0;
+}
+
+static int prepare_upper(const Rootfs *f) {
+        const SandboxConfig *c = f->a->config;
+        bool host = streq(c->image, "host");
+        char hosts[512];
+        int r = 0;
+
+        if (host) {
+                for (size_t i = 0; r >= 0 && i < ELEMENTSOF(host_masked_dirs); i++)
+                        r = upper_mask(f, host_masked_dirs[i]);
+                for (size_t i = 0; r >= 0 && i < ELEMENTSOF(host_masked_files); i++)
+                        r = upper_mask(f, host_masked_files[i]);
+                for (size_t i = 0; r >= 0 && i < ELEMENTSOF(host_masked_globs); i++) {
+                        glob_t g = {};
+                        if (glob(host_masked_globs[i], GLOB_NOSORT, NULL, &g) == 0)
+                                for (size_t k = 0; r >= 0 && k < g.gl_pathc; k++)
+                                        r = upper_mask(f, g.gl_pathv[k]);
+                        globfree(&g);
+                }
+                /* kiln's own state, wherever the operator put it. */
+                if (r >= 0)
+                        r = upper_mask(f, sandbox_root_dir());
+        }
+        for (char **p = c->mask_paths; r >= 0 && p && *p; p++)
+                r = upper_mask(f, *p);
+        if (r < 0)
+                return log_error_errno(r, "Failed to mask host paths: %m");
+
+        snprintf(hosts, sizeof hosts, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t%s\n",
+                 c->hostname);
+        r = upper_write_file(f, "/etc/hosts", hosts);
+        if (r >= 0) {
+                char hn[300];
+                snprintf(hn, sizeof hn, "%s\n", c->hostname);
+                r = upper_write_file(f, "/etc/hostname", hn);
+        }
+        if (r >= 0 && f->a->resolv_conf)
+                r = upper_write_file(f, "/etc/resolv.conf", f->a->resolv_conf);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write /etc files: %m");
+
+        static const char *const mps[] = { "/proc", "/sys", "/dev", "/tmp" };
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(mps); i++)
+                r = upper_mountpoint(f, mps[i], true);
+        for (size_t i = 0; r >= 0 && i < c->n_binds; i++) {
+                struct stat st;
+                if (stat(c->binds[i].source, &st) < 0)
+                        return log_error_errno(errno, "Bind source '%s': %m", c->binds[i].source);
+                r = upper_mountpoint(f, c->binds[i].target, S_ISDIR(st.st_mode));
+        }
+        if (r < 0)
+                return log_error_errno(r, "Failed to create mount points: %m");
+        return 0;
+}
+
+static int mount_at(const Rootfs *f, const char *src, const char *rel, const char *type, unsigned long flags,
+                    const char *data) {
+        char path[4096];
+        if (join(path, sizeof path, f->root, rel) < 0)
+                return -ENAMETOOLONG;
+        if (mount(src, path, type, flags, data) < 0)
+                return log_error_errno(errno, "Failed to mount %s on '%s': %m", type ? type : src, rel);
+        return 0;
+}
+
+static int bind_at(const Rootfs *f, const char *src, const char *rel, bool ro) {
+        int r = mount_at(f, src, rel, NULL, MS_BIND | MS_REC, NULL);
+        if (r >= 0 && ro)
+                r = mount_at(f, NULL, rel, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
+        return r;
+}
+
+static int setup_proc(const Rootfs *f) {
+        static const char *const masked_files[] = {
+                "/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug",
+                "/proc/latency_stats", "/proc/kallsyms", "/proc/kpagecount", "/proc/kpageflags",
+        };
+        static const char *const masked_dirs[] = { "/proc/acpi", "/proc/scsi" };
+        static const char *const read_only[] = {
+                "/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger",
+        };
+        char path[4096];
+        int r = mount_at(f, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(masked_files); i++)
+                if (join(path, sizeof path, f->root, masked_files[i]) >= 0 && access(path, F_OK) >= 0) {
+                        r = bind_at(f, "/dev/null", masked_files[i], true);
+                        if (r < 0)
+                                return r;
+                }
+        for (size_t i = 0; i < ELEMENTSOF(masked_dirs); i++)
+                if (join(path, sizeof path, f->root, masked_dirs[i]) >= 0 && access(path, F_OK) >= 0) {
+                        r = mount_at(f, "tmpfs", masked_dirs[i], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV,
+                                     "size=0,mode=555");
+                        if (r < 0)
+                                return r;
+                }
+        for (size_t i = 0; i < ELEMENTSOF(read_only); i++)
+                if (join(path, sizeof path, f->root, read_only[i]) >= 0 && access(path, F_OK) >= 0) {
+                        r = bind_at(f, path, read_only[i], true);
+                        if (r < 0)
+                                return r;
+                }
+        return 0;
+}
+
+static int setup_dev(const Rootfs *f) {
+        static const char *const devices[] = { "null", "zero", "full", "random", "urandom", "tty" };
+        static const struct {
+                const char *target, *link;
+        } links[] = {
+                { "/proc/self/fd", "/dev/fd" },     { "/proc/self/fd/0", "/dev/stdin" },
+                { "/proc/self/fd/1", "/dev/stdout" }, { "/proc/self/fd/2", "/dev/stderr" },
+                { "pts/ptmx", "/dev/ptmx" },
+        };
+        const SandboxConfig *c = f->a->config;
+        char opts[256], path[4096], src[64];
+        int r;
+
+        snprintf(opts, sizeof opts, "mode=755,size=1m,nr_inodes=256,uid=%u,gid=%u", f->base, f->base);
+        r = mount_at(f, "tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, opts);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(devices); i++) {
+                snprintf(src, sizeof src, "/dev/%s", devices[i]);
+                if (join(path, sizeof path, f->root, src) < 0)
+                        return -ENAMETOOLONG;
+                _cleanup_close_ int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+                if (fd < 0)
+                        return -errno;
+                r = bind_at(f, src, src, false);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(links); i++) {
+                if (join(path, sizeof path, f->root, links[i].link) < 0)
+                        return -ENAMETOOLONG;
+                if (symlink(links[i].target, path) < 0 || lchown(path, f->base, f->base) < 0)
+                        return -errno;
+        }
+        static const char *const dirs[] = { "/dev/pts", "/dev/shm", "/dev/mqueue" };
+        for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+                if (join(path, sizeof path, f->root, dirs[i]) < 0)
+                        return -ENAMETOOLONG;
+                if (mkdir(path, 0755) < 0 || chown(path, f->base, f->base) < 0)
+                        return -errno;
+        }
+        snprintf(opts, sizeof opts, "newinstance,ptmxmode=0666,mode=620,gid=%u", f->base + 5);
+        r = mount_at(f, "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, opts);
+        if (r < 0)
+                return r;
+        /* /dev/shm is memory: its pages are charged to the sandbox's memory limit. */
+        snprintf(opts, sizeof opts, "mode=1777,size=%llu,uid=%u,gid=%u",
+                 (unsigned long long) (c->memory_max ? c->memory_max : 64ULL << 20), f->base, f->base);
+        r = mount_at(f, "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts);
+        if (r < 0)
+                return r;
+        return mount_at(f, "mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+}
+
+static int setup_sys(const Rootfs *f) {
+        int r = mount_at(f, "sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+        if (r < 0)
+                return r;
+        char path[4096];
+        if (join(path, sizeof path, f->root, "/sys/firmware") >= 0 && access(path, F_OK) >= 0)
+                r = mount_at(f, "tmpfs", "/sys/firmware", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV,
+                             "size=0,mode=555");
+        return r;
+}
+
+int sandbox_rootfs_setup(const InitArgs *a) {
+        Rootfs f = {
+                .a = a,
+                .image = streq(a->config->image, "host") ? "/" : a->config->image,
+                .base = a->uid_base,
+        };
+        char opts[16384];
+        int r;
+
+        if (join(f.lower, sizeof f.lower, a->dir, "lower") < 0 ||
+            join(f.root, sizeof f.root, a->dir, "root") < 0)
+                return -ENAMETOOLONG;
+        /* Nothing mounted from here on may propagate back to the host. */
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                return log_error_errno(errno, "Failed to make mounts private: %m");
+
+        r = setup_layers(&f);
+        if (r < 0)
+                return r;
+        r = prepare_upper(&f);
+        if (r < 0)
+                return r;
+
+        char work[4096];
+        if (join(work, sizeof work, f.layer, "work") < 0)
+                return -ENAMETOOLONG;
+        if ((size_t) snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", f.lower, f.upper, work) >=
+            sizeof opts)
+                return -ENAMETOOLONG;
+        if (mount("overlay", f.root, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
+                return log_error_errno(errno, "Failed to mount the overlay root: %m");
+
+        r = setup_proc(&f);
+        if (r >= 0)
+                r = setup_sys(&f);
+        if (r >= 0)
+                r = setup_dev(&f);
+        for (size_t i = 0; r >= 0 && i < a->config->n_binds; i++)
+                r = bind_at(&f, a->config->binds[i].source, a->config->binds[i].target,
+                            a->config->binds[i].read_only);
+        if (r < 0)
+                return r;
+
+        if (chdir(f.root) < 0)
+                return -errno;
+        if (syscall(SYS_pivot_root, ".", ".") < 0)
+                return log_error_errno(errno, "pivot_root: %m");
+        /* The old root is now stacked under the new one: detach it. */
+        if (umount2(".", MNT_DETACH) < 0)
+                return log_error_errno(errno, "Failed to detach the old root: %m");
+        if (chdir("/") < 0)
+                return -errno;
+        return 0;
+}
