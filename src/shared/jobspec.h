@@ -6,6 +6,7 @@
  * docs/api.md (JSON). */
 
 #include <jansson.h>
+#include <stdint.h>
 
 typedef struct JobSpecError {
         /* JSON path of the offending field, e.g. "steps[2].timeout" or
@@ -24,3 +25,15 @@ int jobspec_validate(json_t *spec, JobSpecError *err);
  * {"name", "slots", "env"} objects, env merged job < axis values < task.
  * Call only on a validated spec. */
 int jobspec_expand_tasks(json_t *spec, json_t **ret_tasks, JobSpecError *err);
+
+/* The most tasks a job may have, after matrix expansion. */
+#define JOBSPEC_MAX_TASKS 256
+
+/* Readers for the spec's typed scalars, for whoever applies a validated spec.
+ * Durations are kiln duration strings ("10m", "1h30m", "500ms") or
+ * non-negative numbers of seconds; sizes are size strings ("512M", "2G") or
+ * integers of bytes; CPU counts are numbers or strings ("0.5"), returned in
+ * millicpus. Return 0, -EINVAL (wrong type or syntax) or -ERANGE. */
+int jobspec_parse_duration(const json_t *v, uint64_t *ret_usec);
+int jobspec_parse_size(const json_t *v, uint64_t *ret_bytes);
+int jobspec_parse_cpus(const json_t *v, uint64_t *ret_millis);
