@@ -180,7 +180,9 @@ static int upper_mountpoint(const Rootfs *f, const char *rel, bool dir) {
         return 0;
 }
 
-static int attach_loop(const char *image, char *ret_dev, size_t size) {
+/* Returns the open loop device: with LO_FLAGS_AUTOCLEAR, closing the last fd
+ * before the mount holds it would detach it again. */
+static int attach_loop(const char *image, char *ret_dev, size_t size, int *ret_fd) {
         _cleanup_close_ int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
         _cleanup_close_ int backing = open(image, O_RDWR | O_CLOEXEC);
         if (ctl < 0 || backing < 0)
@@ -198,8 +200,10 @@ static int attach_loop(const char *image, char *ret_dev, size_t size) {
                         /* Detaches itself when the sandbox's mount namespace goes away. */
                         .info.lo_flags = LO_FLAGS_AUTOCLEAR,
                 };
-                if (ioctl(dev, LOOP_CONFIGURE, &cfg) >= 0)
+                if (ioctl(dev, LOOP_CONFIGURE, &cfg) >= 0) {
+                        *ret_fd = TAKE_FD(dev);
                         return 0;
+                }
                 if (errno != EBUSY)
                         return -errno;
         }
@@ -212,11 +216,12 @@ static int setup_layers(Rootfs *f) {
         int r;
 
         if (a->disk_image) {
+                _cleanup_close_ int loop_fd = -EBADF;
                 char dev[64];
                 r = join(f->layer, sizeof f->layer, a->dir, "disk");
                 if (r < 0)
                         return r;
-                r = attach_loop(a->disk_image, dev, sizeof dev);
+                r = attach_loop(a->disk_image, dev, sizeof dev, &loop_fd);
                 if (r < 0)
                         return log_error_errno(r, "Failed to attach the disk image: %m");
                 if (mount(dev, f->layer, "ext4", MS_NOSUID | MS_NODEV, NULL) < 0)

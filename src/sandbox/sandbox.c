@@ -272,9 +272,12 @@ static int disk_image_create(const char *dir, uint64_t size, uint32_t base, char
         return 0;
 }
 
+/* The directory appears under its final name only once its lock is held, so
+ * that a concurrent gc never mistakes a sandbox being born for a dead one. */
 static int state_dir_create(const char *root, char **ret_id, char **ret_dir, int *ret_lock) {
         uint8_t rnd[6];
-        char id[16], path[4096];
+        char id[16], tmp[4096], path[4096], lock[4200];
+        int fd;
 
         if (strpbrk(root, ",:\\\n"))
                 return log_error_errno(EINVAL, "Sandbox directory '%s' may not contain ',', ':' or '\\'",
@@ -282,16 +285,16 @@ static int state_dir_create(const char *root, char **ret_id, char **ret_dir, int
         if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd)
                 return -EIO;
         snprintf(id, sizeof id, "%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
+        snprintf(tmp, sizeof tmp, "%s/.new-%s", root, id);
         snprintf(path, sizeof path, "%s/%s", root, id);
-        if (mkdir(path, 0700) < 0)
+        if (mkdir(tmp, 0700) < 0)
                 return -errno;
-        char lock[4200];
-        snprintf(lock, sizeof lock, "%s/lock", path);
-        int fd = open(lock, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0 || flock(fd, LOCK_EX) < 0) {
+        snprintf(lock, sizeof lock, "%s/lock", tmp);
+        fd = open(lock, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0 || flock(fd, LOCK_EX) < 0 || rename(tmp, path) < 0) {
                 int e = errno;
                 safe_close(fd);
-                (void) rm_rf(path);
+                (void) rm_rf(tmp);
                 return -e;
         }
         *ret_id = strdup(id);
@@ -672,14 +675,15 @@ static int gc_one(const char *root, const char *name, bool verbose, bool *ret_na
         char path[4096];
         struct stat st;
 
-        snprintf(path, sizeof path, "%s/%s/lock", root, name);
-        _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0) {
-                /* A directory that is being created right now has no lock yet. */
+        /* A sandbox being born: only old ones are leftovers of a creator that died. */
+        if (strneq(name, ".new-", 5)) {
                 snprintf(path, sizeof path, "%s/%s", root, name);
                 if (stat(path, &st) < 0 || (time(NULL) - st.st_mtime) < 60)
                         return 0;
-        } else if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        }
+        snprintf(path, sizeof path, "%s/%s/lock", root, name);
+        _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
                 if (errno == EWOULDBLOCK) {
                         _cleanup_free_ char *state = NULL;
                         snprintf(path, sizeof path, "%s/%s/slot", root, name);
@@ -722,7 +726,7 @@ int sandbox_gc(bool verbose) {
         if (!d)
                 return errno == ENOENT ? 0 : -errno;
         for (struct dirent *de; (de = readdir(d));) {
-                if (de->d_name[0] == '.' || de->d_type != DT_DIR)
+                if ((de->d_name[0] == '.' && !strneq(de->d_name, ".new-", 5)) || de->d_type != DT_DIR)
                         continue;
                 int r = gc_one(root, de->d_name, verbose, &nat_alive);
                 if (r > 0)
