@@ -2,6 +2,7 @@
 #pragma once
 
 #include <linux/filter.h>
+#include <stddef.h>
 
 /* kiln's default seccomp filter, compiled once to classic BPF so that applying
  * it between fork and execve allocates nothing. */
@@ -10,3 +11,9 @@ void seccomp_program_free(struct sock_fprog *p);
 /* Loads a compiled filter into the calling thread. The caller must have set
  * PR_SET_NO_NEW_PRIVS. Async-signal-safe. */
 int seccomp_apply(const struct sock_fprog *p);
+
+/* The deny table, for documentation and tests: entry i's system call name, the
+ * errno it returns and the attack it stops. Returns -ERANGE past the end.
+ * (personality() is filtered on its argument in addition to these.) */
+size_t seccomp_default_n_rules(void);
+int seccomp_default_rule(size_t i, const char **ret_name, int *ret_error, const char **ret_why);
