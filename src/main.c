@@ -9,6 +9,7 @@
 
 static const Verb verbs[] = {
         { "sandbox", verb_sandbox, "run a command in a fresh sandbox; manage sandboxes" },
+        { "validate", verb_validate, "check a kiln.yml and show the job it describes" },
         { "version", verb_version, "print kiln's version" },
         { "help", verb_help, "show help for a command" },
 };

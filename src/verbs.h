@@ -12,5 +12,6 @@ typedef struct Verb {
 const Verb *verb_find(const char *name);
 
 int verb_sandbox(int argc, char **argv);
+int verb_validate(int argc, char **argv);
 int verb_version(int argc, char **argv);
 int verb_help(int argc, char **argv);

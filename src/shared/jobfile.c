@@ -658,12 +658,18 @@ static int rewrite_matrix(JobFile *f, json_t *matrix) {
 static int rewrite_shorthands(JobFile *f) {
         json_t *spec = f->spec, *steps = json_object_get(spec, "steps"), *services = json_object_get(spec, "services");
         char path[PATH_MAX_LEN];
+        const char *key;
+        void *tmp;
         size_t i;
         json_t *v;
         int r;
 
         if (!json_is_object(spec))
                 return 0;
+        /* Top-level "x-…" keys hold anchors for reuse, as in Compose files. */
+        json_object_foreach_safe(spec, tmp, key, v)
+                if (strneq(key, "x-", 2) && json_object_del(spec, key) < 0)
+                        return -ENOMEM;
         json_array_foreach(steps, i, v) {
                 snprintf(path, sizeof(path), "steps[%zu]", i);
                 r = wrap_string(f, steps, i, NULL, "run", path);

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -272,9 +273,38 @@ typedef struct Field {
         const char *missing; /* message when a required field is absent */
 } Field;
 
+/* Levenshtein distance, for "did you mean"; long strings are never close. */
+static size_t edit_distance(const char *a, const char *b) {
+        size_t la = strlen(a), lb = strlen(b), row[33];
+
+        if (la > 32 || lb > 32)
+                return SIZE_MAX;
+        for (size_t j = 0; j <= lb; j++)
+                row[j] = j;
+        for (size_t i = 1; i <= la; i++) {
+                size_t diag = row[0];
+                row[0] = i;
+                for (size_t j = 1; j <= lb; j++) {
+                        size_t up = row[j];
+                        row[j] = MIN(MIN(row[j] + 1, row[j - 1] + 1), diag + (a[i - 1] != b[j - 1]));
+                        diag = up;
+                }
+        }
+        return row[lb];
+}
+
 static int fail_unknown_key(Ctx *c, const char *key, const Field *fields, size_t n) {
         char allowed[256] = "";
-        size_t l = 0;
+        size_t l = 0, best = SIZE_MAX;
+        const char *suggestion = NULL;
+
+        for (size_t i = 0; i < n; i++) {
+                size_t d = edit_distance(key, fields[i].name);
+                if (d < best && d <= 2 && d < strlen(fields[i].name)) {
+                        best = d;
+                        suggestion = fields[i].name;
+                }
+        }
 
         for (size_t i = 0; i < n && l < sizeof(allowed); i++) {
                 int k = snprintf(allowed + l, sizeof(allowed) - l, "%s%s", i > 0 ? ", " : "",
@@ -283,6 +313,9 @@ static int fail_unknown_key(Ctx *c, const char *key, const Field *fields, size_t
                         break;
                 l += (size_t) k;
         }
+        if (suggestion)
+                return fail(c, "unknown key '%s' (expected one of: %s; did you mean '%s'?)", Q(key), allowed,
+                            suggestion);
         return fail(c, "unknown key '%s' (expected one of: %s)", Q(key), allowed);
 }
 

@@ -126,6 +126,8 @@ static void test_yaml_errors(void) {
 static void test_aliases(void) {
         expect_json("defaults: &env {CC: gcc, N: 1}\nsteps:\n  - run: make\n    env: *env\n",
                     "{\"defaults\":{\"CC\":\"gcc\",\"N\":1},\"steps\":[{\"env\":{\"CC\":\"gcc\",\"N\":1},\"run\":\"make\"}]}");
+        /* Top-level x- keys only hold anchors. */
+        expect_json("x-env: &e {A: b}\nsteps: [{run: x, env: *e}]\n", "{\"steps\":[{\"env\":{\"A\":\"b\"},\"run\":\"x\"}]}");
         /* A later anchor of the same name wins. */
         expect_json("a: &x 1\nb: &x 2\nc: *x\n", "{\"a\":1,\"b\":2,\"c\":2}");
 

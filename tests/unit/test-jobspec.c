@@ -66,6 +66,8 @@ static void test_minimal_and_full(void) {
 static void test_top_level(void) {
         expect_error("[]", "", "expected a job spec (an object), got a list");
         expect_error("{}", "steps", "a job needs at least one step");
+        expect_error("{" STEPS ",\"tiemout\":\"1m\"}", "tiemout", "did you mean 'timeout'?");
+        expect_error("{" STEPS ",\"frobnicate\":1}", "frobnicate", "labels, workspace)");
         expect_error("{" STEPS ",\"tiemout\":\"1m\"}", "tiemout",
                      "unknown key 'tiemout' (expected one of: name, image, env, secrets, services, steps, tasks");
         expect_error("{" STEPS ",\"name\":5}", "name", "expected a string, got an integer");
@@ -125,7 +127,7 @@ static void test_steps(void) {
         expect_error("{\"steps\":[{\"run\":\"x\",\"timeout\":true}]}", "steps[0].timeout", "expected a duration");
         expect_error("{\"steps\":[{\"run\":\"x\",\"timeout\":\"8d\"}]}", "steps[0].timeout", "at most 7d");
         expect_error("{\"steps\":[{\"run\":\"x\",\"tmeout\":\"8d\"}]}", "steps[0].tmeout",
-                     "unknown key 'tmeout' (expected one of: name, run, argv, env, timeout)");
+                     "unknown key 'tmeout' (expected one of: name, run, argv, env, timeout; did you mean 'timeout'?)");
 
         char buf[300 * 16 + 64];
         size_t l = (size_t) snprintf(buf, sizeof(buf), "{\"steps\":[");
