@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -33,6 +34,12 @@
 #define NAT_NET_BASE 0x64400000U
 #define NAT_IFNAME_PREFIX "kv"
 #define NAT_PEER_IFNAME "eth0"
+
+/* Held by net_nat_setup() from the table check until its link exists, and by
+ * net_gc() from listing the links until the table is gone: otherwise a
+ * collection could delete the table between another process's check and its
+ * new link, leaving that sandbox without isolation. */
+#define NET_LOCK_PATH "/run/kiln-net.lock"
 
 /* An empty chain whose name is the version of the ruleset below: bump it with
  * every change, and the next NAT setup replaces an older table. Looking it up
@@ -404,6 +411,19 @@ static int sysctl_enable_ip_forward(void) {
         return write_string_file(path, "1");
 }
 
+static int net_lock(void) {
+        int fd = open(NET_LOCK_PATH, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+        if (fd < 0)
+                return -errno;
+        while (flock(fd, LOCK_EX) < 0)
+                if (errno != EINTR) {
+                        int r = -errno;
+                        safe_close(fd);
+                        return r;
+                }
+        return fd;
+}
+
 /* ---- nftables ---- */
 
 /* libnftables is not documented to be thread-safe (it sets up global state
@@ -592,12 +612,17 @@ static int nat_configure_sandbox(int netns_fd, unsigned slot) {
 
 int net_nat_setup(int netns_fd, unsigned slot) {
         _cleanup_(nl_sock_done) NlSock nl = { .fd = -EBADF };
+        _cleanup_close_ int lock = -EBADF;
         char ifname[IFNAMSIZ];
         int r;
 
         if (netns_fd < 0 || slot >= NET_SLOT_MAX)
                 return -EINVAL;
         nat_ifname(slot, ifname);
+
+        lock = net_lock();
+        if (lock < 0)
+                return log_debug_errno(lock, "Failed to lock '%s': %m", NET_LOCK_PATH);
 
         /* The isolation rules exist before any link of a sandbox is up, and
          * forwarding is only switched on once they do. */
@@ -645,8 +670,8 @@ int net_nat_teardown(unsigned slot) {
         return nl_link_delete(&nl, ifname);
 }
 
-static int reply_collect_ours(const struct nlmsghdr *h, void *userdata) {
-        char ***names = userdata;
+static int reply_count_ours(const struct nlmsghdr *h, void *userdata) {
+        unsigned *n = userdata;
 
         if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg)))
                 return 0;
@@ -655,39 +680,38 @@ static int reply_collect_ours(const struct nlmsghdr *h, void *userdata) {
                 if (a->rta_type != IFLA_IFNAME)
                         continue;
                 const char *name = RTA_DATA(a);
-                if (RTA_PAYLOAD(a) == 0 || RTA_PAYLOAD(a) > IFNAMSIZ || name[RTA_PAYLOAD(a) - 1] != 0)
-                        return 0;
-                if (!nat_ifname_is_ours(name))
-                        return 0;
-                return strv_extend(names, name);
+                if (RTA_PAYLOAD(a) > 0 && RTA_PAYLOAD(a) <= IFNAMSIZ && name[RTA_PAYLOAD(a) - 1] == 0 &&
+                    nat_ifname_is_ours(name))
+                        (*n)++;
+                break;
         }
         return 0;
 }
 
 int net_gc(bool any_nat_sandbox_alive) {
         _cleanup_(nl_sock_done) NlSock nl = { .fd = -EBADF };
-        _cleanup_strv_free_ char **names = NULL;
+        _cleanup_close_ int lock = -EBADF;
         struct ifinfomsg ifi = { .ifi_family = AF_UNSPEC };
+        unsigned n_links = 0;
         NlMsg m;
         int r;
 
         if (any_nat_sandbox_alive)
                 return 0;
 
+        lock = net_lock();
+        if (lock < 0)
+                return log_debug_errno(lock, "Failed to lock '%s': %m", NET_LOCK_PATH);
         r = nl_sock_init(&nl, nl_socket_open(NETLINK_ROUTE));
         if (r < 0)
                 return r;
         nl_msg_init(&m, RTM_GETLINK, NLM_F_DUMP, &ifi, sizeof ifi);
         nl_put_u32(&m, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-        r = nl_call(&nl, &m, reply_collect_ours, &names);
+        r = nl_call(&nl, &m, reply_count_ours, &n_links);
         if (r < 0)
                 return log_debug_errno(r, "Failed to list network links: %m");
-        for (char **n = names; n && *n; n++) {
-                r = nl_link_delete(&nl, *n);
-                /* The table stays while a link it guards may still exist. */
-                if (r < 0)
-                        return log_debug_errno(r, "Failed to delete '%s': %m", *n);
-        }
+        if (n_links > 0)
+                return log_debug_errno(EBUSY, "%u kv* links left, keeping table 'inet kiln'", n_links);
         r = nft_run(nat_ruleset_delete);
         if (r < 0)
                 return log_debug_errno(r, "Failed to delete the nftables table 'inet kiln': %m");

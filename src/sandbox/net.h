@@ -34,8 +34,11 @@ int net_resolv_conf(char **ret);
  * (may be NULL) as the list of upstream servers to use when path names only
  * servers a sandbox cannot reach. Missing files count as empty. */
 int net_resolv_conf_from(const char *path, const char *fallback_path, char **ret);
-/* With any_nat_sandbox_alive false: deletes every "kv*" link left in the
- * calling thread's network namespace and then kiln's nftables table. With it
- * true, does nothing: the per-slot leftovers are net_nat_teardown's. The
- * caller must not run net_nat_setup concurrently. */
+/* With any_nat_sandbox_alive false: deletes kiln's nftables table unless a
+ * "kv<N>" link still exists in the calling thread's network namespace, in
+ * which case it returns -EBUSY and keeps it: such a link means a sandbox's
+ * namespace is still alive (a veth pair dies with its namespace), and the
+ * table is what isolates it. Links of dead sandboxes are net_nat_teardown()'s
+ * to remove, per slot. With it true, does nothing. Serialized against
+ * net_nat_setup() of all processes by a lock file. */
 int net_gc(bool any_nat_sandbox_alive);
