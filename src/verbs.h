@@ -11,6 +11,9 @@ typedef struct Verb {
 
 const Verb *verb_find(const char *name);
 
+int verb_server(int argc, char **argv);
+int verb_token(int argc, char **argv);
+int verb_secret(int argc, char **argv);
 int verb_sandbox(int argc, char **argv);
 int verb_validate(int argc, char **argv);
 int verb_version(int argc, char **argv);
