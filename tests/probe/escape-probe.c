@@ -460,6 +460,44 @@ static void case_uid_map(void) {
                 pass(name, attack);
 }
 
+/* The capabilities a job must not hold even inside its user namespace: the
+ * ones that would matter the day a namespace check is missing in the kernel
+ * (or that reach the kernel directly). Docker's default set has none. */
+static void case_caps(void) {
+        static const struct {
+                int cap;
+                const char *name;
+        } banned[] = {
+                { 2, "CAP_DAC_READ_SEARCH" }, { 12, "CAP_NET_ADMIN" }, { 13, "CAP_NET_RAW" },
+                { 16, "CAP_SYS_MODULE" },     { 17, "CAP_SYS_RAWIO" }, { 19, "CAP_SYS_PTRACE" },
+                { 21, "CAP_SYS_ADMIN" },      { 22, "CAP_SYS_BOOT" },  { 24, "CAP_SYS_RESOURCE" },
+                { 25, "CAP_SYS_TIME" },       { 32, "CAP_MAC_OVERRIDE" }, { 33, "CAP_MAC_ADMIN" },
+                { 34, "CAP_SYSLOG" },         { 38, "CAP_PERFMON" },   { 39, "CAP_BPF" },
+        };
+        static const char *const sets[] = { "CapEff", "CapPrm", "CapBnd", "CapAmb" };
+        const char *name = "caps-reduced", *attack = "holding CAP_SYS_ADMIN and friends, even namespaced";
+
+        for (size_t i = 0; i < ELEMENTSOF(sets); i++) {
+                char v[64], *end;
+                int r = status_field(sets[i], v, sizeof v);
+                if (r < 0) {
+                        fail(name, attack, "no %s in /proc/self/status: %s", sets[i], errname(-r));
+                        return;
+                }
+                unsigned long long mask = strtoull(v, &end, 16);
+                if (*end) {
+                        fail(name, attack, "cannot parse %s '%s'", sets[i], v);
+                        return;
+                }
+                for (size_t k = 0; k < ELEMENTSOF(banned); k++)
+                        if (mask & (1ULL << banned[k].cap)) {
+                                fail(name, attack, "%s holds %s (%s)", sets[i], banned[k].name, v);
+                                return;
+                        }
+        }
+        pass(name, attack);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Cases: mounts and namespaces                                           */
 
@@ -1327,7 +1365,7 @@ static int parse_args(int argc, char **argv) {
  * per PASS/FAIL line. Keep in step with the cases above. */
 static void list_cases(void) {
         static const char *const fixed[] = {
-                "fds-closed", "no-new-privs", "seccomp-mode", "uid-map",
+                "fds-closed", "no-new-privs", "seccomp-mode", "uid-map", "caps-reduced",
                 "mount", "remount-rw", "umount-mask", "pivot-root", "open-tree", "fsopen",
                 "unshare-user", "unshare-ns", "clone-newuser", "clone3",
                 "setns-user", "setns-mnt", "setns-pid", "setns-net", "setns-uts", "setns-ipc", "setns-cgroup",
@@ -1387,6 +1425,7 @@ int main(int argc, char **argv) {
         case_fds();
         case_status();
         case_uid_map();
+        case_caps();
         case_mounts();
         case_namespaces();
         case_ptrace_init();
