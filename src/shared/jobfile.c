@@ -232,7 +232,28 @@ static bool is_one_of(const char *s, const char *const *list) {
         return false;
 }
 
-static int resolve_plain(Loader *L, const char *s, yaml_mark_t mark, bool keep_string, json_t **ret) {
+/* Scalars are loaded as strings behind a tag byte and resolved only once the
+ * whole document is built (finalize()), because whether "3.10" is a string
+ * or a number depends on where it ends up — an alias may carry it anywhere. */
+#define TAG_PLAIN '\x01'
+#define TAG_STRING '\x02'
+
+_printf_(4, 5) static int fail_path(const JobFile *f, JobFileError *err, const char *path, const char *fmt, ...) {
+        va_list ap;
+
+        if (!err)
+                return -EINVAL;
+        *err = (JobFileError) {};
+        (void) jobfile_locate(f, path, &err->line, &err->column);
+        snprintf(err->path, sizeof(err->path), "%s", path);
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof(err->message), fmt, ap);
+        va_end(ap);
+        return -EINVAL;
+}
+
+static int resolve_plain(const JobFile *f, JobFileError *err, const char *path, const char *s, bool keep_string,
+                         json_t **ret) {
         static const char *const nulls[] = { "", "~", "null", "Null", "NULL", NULL };
         static const char *const trues[] = { "true", "True", "TRUE", NULL };
         static const char *const falses[] = { "false", "False", "FALSE", NULL };
@@ -254,33 +275,39 @@ static int resolve_plain(Loader *L, const char *s, yaml_mark_t mark, bool keep_s
                 errno = 0;
                 v = strtoll(base == 10 ? s : s + 2, &end, base);
                 if (errno == ERANGE || *end)
-                        return fail(L, mark, "integer '%.64s' out of range", s);
+                        return fail_path(f, err, path, "integer '%.64s' out of range", s);
                 *ret = json_integer(v);
         } else if (is_core_float(s)) {
                 double d = strtod(s, NULL);
                 if (!isfinite(d))
-                        return fail(L, mark, "number '%.64s' out of range", s);
+                        return fail_path(f, err, path, "number '%.64s' out of range", s);
                 *ret = json_real(d);
         } else if (is_one_of(s, infs))
-                return fail(L, mark, "infinite and NaN numbers are not supported (quote '%s' for a string)", s);
+                return fail_path(f, err, path, "infinite and NaN numbers are not supported (quote '%s' for a string)", s);
         else
                 *ret = json_string(s);
         return *ret ? 0 : -ENOMEM;
 }
 
-static int load_scalar(Loader *L, const yaml_event_t *ev, Context ctx, json_t **ret) {
+static int load_scalar(Loader *L, const yaml_event_t *ev, json_t **ret) {
         const char *s = (const char *) ev->data.scalar.value;
         const char *tag = (const char *) ev->data.scalar.tag;
+        _cleanup_free_ char *tagged = NULL;
+        size_t l = ev->data.scalar.length;
 
-        if (strlen(s) != ev->data.scalar.length)
+        if (strlen(s) != l)
                 return fail(L, ev->start_mark, "NUL characters are not allowed");
         if (tag && !streq(tag, "!") && !streq(tag, YAML_STR_TAG))
                 return fail(L, ev->start_mark, "unsupported tag '%.64s' (only !!str is supported)", tag);
-        if (tag || ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
-                *ret = json_string(s);
-                return *ret ? 0 : -ENOMEM;
-        }
-        return resolve_plain(L, s, ev->start_mark, ctx == CTX_STRING || ctx == CTX_ITEMS || ctx == CTX_ALL, ret);
+        tagged = malloc(l + 2);
+        if (!tagged)
+                return -ENOMEM;
+        tagged[0] = tag || ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ? TAG_STRING : TAG_PLAIN;
+        memcpy(tagged + 1, s, l + 1);
+        *ret = json_stringn(tagged, l + 1);
+        if (!*ret)
+                return fail(L, ev->start_mark, "invalid UTF-8");
+        return 0;
 }
 
 /* ---- collections ---- */
@@ -307,7 +334,7 @@ static Context child_context(Context parent, const char *key) {
         return CTX_NONE;
 }
 
-static int load_node(Loader *L, yaml_event_t *ev, unsigned depth, Context ctx, json_t **ret, size_t *ret_nodes,
+static int load_node(Loader *L, yaml_event_t *ev, unsigned depth, json_t **ret, size_t *ret_nodes,
                      unsigned *ret_height);
 
 static int count_node(Loader *L, yaml_mark_t mark, size_t n) {
@@ -320,7 +347,7 @@ static int count_node(Loader *L, yaml_mark_t mark, size_t n) {
         return 0;
 }
 
-static int load_sequence(Loader *L, unsigned depth, Context ctx, json_t **ret, size_t *ret_nodes,
+static int load_sequence(Loader *L, unsigned depth, json_t **ret, size_t *ret_nodes,
                          unsigned *ret_height) {
         json_auto_t *arr = json_array();
         size_t nodes = 1;
@@ -345,7 +372,7 @@ static int load_sequence(Loader *L, unsigned depth, Context ctx, json_t **ret, s
                 size_t saved = loader_push_index(L, i);
                 r = loader_record(L, ev.start_mark);
                 if (r >= 0)
-                        r = load_node(L, &ev, depth + 1, child_context(ctx, NULL), &v, &n, &h);
+                        r = load_node(L, &ev, depth + 1, &v, &n, &h);
                 yaml_event_delete(&ev);
                 if (r < 0)
                         return r;
@@ -377,9 +404,54 @@ static int load_key(Loader *L, yaml_event_t *ev, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-static int load_mapping(Loader *L, unsigned depth, Context ctx, json_t **ret, size_t *ret_nodes,
+/* "<<: *defaults" (or a list of aliases): the keys of the given mappings are
+ * added to this one unless it sets them itself; with a list, earlier
+ * mappings win. Values are copied so that no node has two parents. */
+static int merge_sources(Loader *L, json_t *merged, json_t *v, yaml_mark_t mark) {
+        json_t *src, *val;
+        const char *k;
+        size_t i;
+
+        if (json_is_object(v)) {
+                json_object_foreach(v, k, val)
+                        if (!json_object_get(merged, k) && json_object_set_new(merged, k, json_deep_copy(val)) < 0)
+                                return -ENOMEM;
+                return 0;
+        }
+        if (!json_is_array(v))
+                return fail(L, mark, "a merge key '<<' takes a mapping or a list of mappings");
+        json_array_foreach(v, i, src) {
+                if (!json_is_object(src))
+                        return fail(L, mark, "a merge key '<<' takes a mapping or a list of mappings");
+                int r = merge_sources(L, merged, src, mark);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int apply_merge(Loader *L, json_t *obj, json_t *merged, yaml_mark_t mark) {
+        const char *k;
+        json_t *val;
+
+        json_object_foreach(merged, k, val) {
+                if (json_object_get(obj, k))
+                        continue;
+                size_t saved = loader_push_key(L, k);
+                int r = loader_record(L, mark);
+                loader_pop(L, saved);
+                if (r < 0)
+                        return r;
+                if (json_object_set(obj, k, val) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+static int load_mapping(Loader *L, unsigned depth, json_t **ret, size_t *ret_nodes,
                         unsigned *ret_height) {
-        json_auto_t *obj = json_object();
+        json_auto_t *obj = json_object(), *merged = NULL;
+        yaml_mark_t merge_mark = {};
         size_t nodes = 1;
         unsigned height = 0;
         int r;
@@ -405,6 +477,30 @@ static int load_mapping(Loader *L, unsigned depth, Context ctx, json_t **ret, si
                         yaml_event_delete(&ev);
                         return r;
                 }
+                if (streq(key, "<<") && ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !ev.data.scalar.tag) {
+                        if (merged) {
+                                r = fail(L, ev.start_mark, "duplicate merge key '<<' (give a list of mappings instead)");
+                                yaml_event_delete(&ev);
+                                return r;
+                        }
+                        merge_mark = ev.start_mark;
+                        yaml_event_delete(&ev);
+                        r = next_event(L, &ev);
+                        if (r < 0)
+                                return r;
+                        r = load_node(L, &ev, depth + 1, &v, &n, &h);
+                        yaml_event_delete(&ev);
+                        if (r < 0)
+                                return r;
+                        merged = json_object();
+                        r = merged ? merge_sources(L, merged, v, merge_mark) : -ENOMEM;
+                        json_decref(v);
+                        if (r < 0)
+                                return r;
+                        nodes += n;
+                        height = MAX(height, h);
+                        continue;
+                }
                 saved = loader_push_key(L, key);
                 if (json_object_get(obj, key)) {
                         const Mark *first = mark_find(L->file, L->path);
@@ -424,7 +520,7 @@ static int load_mapping(Loader *L, unsigned depth, Context ctx, json_t **ret, si
                 r = next_event(L, &ev);
                 if (r < 0)
                         return r;
-                r = load_node(L, &ev, depth + 1, child_context(ctx, key), &v, &n, &h);
+                r = load_node(L, &ev, depth + 1, &v, &n, &h);
                 yaml_event_delete(&ev);
                 if (r < 0)
                         return r;
@@ -433,6 +529,11 @@ static int load_mapping(Loader *L, unsigned depth, Context ctx, json_t **ret, si
                         return -ENOMEM;
                 nodes += n;
                 height = MAX(height, h + 1);
+        }
+        if (merged) {
+                r = apply_merge(L, obj, merged, merge_mark);
+                if (r < 0)
+                        return r;
         }
         *ret = TAKE_PTR(obj);
         *ret_nodes = nodes;
@@ -485,7 +586,7 @@ static int anchor_add(Loader *L, const char *name, json_t *value, size_t nodes, 
 }
 
 /* Loads the node that starts with *ev (which the caller owns). */
-static int load_node(Loader *L, yaml_event_t *ev, unsigned depth, Context ctx, json_t **ret, size_t *ret_nodes,
+static int load_node(Loader *L, yaml_event_t *ev, unsigned depth, json_t **ret, size_t *ret_nodes,
                      unsigned *ret_height) {
         json_auto_t *v = NULL;
         const yaml_char_t *anchor = NULL;
@@ -503,15 +604,15 @@ static int load_node(Loader *L, yaml_event_t *ev, unsigned depth, Context ctx, j
         switch (ev->type) {
         case YAML_SCALAR_EVENT:
                 anchor = ev->data.scalar.anchor;
-                r = load_scalar(L, ev, ctx, &v);
+                r = load_scalar(L, ev, &v);
                 break;
         case YAML_SEQUENCE_START_EVENT:
                 anchor = ev->data.sequence_start.anchor;
-                r = load_sequence(L, depth, ctx, &v, &nodes, &height);
+                r = load_sequence(L, depth, &v, &nodes, &height);
                 break;
         case YAML_MAPPING_START_EVENT:
                 anchor = ev->data.mapping_start.anchor;
-                r = load_mapping(L, depth, ctx, &v, &nodes, &height);
+                r = load_mapping(L, depth, &v, &nodes, &height);
                 break;
         case YAML_ALIAS_EVENT:
                 r = load_alias(L, ev, depth, &v, &nodes, &height);
@@ -572,7 +673,7 @@ static int load_document(Loader *L, json_t **ret) {
                 return r;
         r = loader_record(L, ev.start_mark);
         if (r >= 0)
-                r = load_node(L, &ev, 0, CTX_NONE, ret, &nodes, &height);
+                r = load_node(L, &ev, 0, ret, &nodes, &height);
         yaml_event_delete(&ev);
         if (r < 0)
                 return r;
@@ -584,6 +685,61 @@ static int load_document(Loader *L, json_t **ret) {
                 *ret = NULL;
         }
         return r;
+}
+
+/* Resolves the tagged scalars now that each one's place is known. */
+static int finalize(JobFile *f, JobFileError *err, json_t **node, Context ctx, char *path, size_t len) {
+        const char *key;
+        json_t *child;
+        size_t i;
+        int r;
+
+        if (json_is_string(*node)) {
+                const char *s = json_string_value(*node);
+                json_t *v = NULL;
+                if (s[0] == TAG_PLAIN)
+                        r = resolve_plain(f, err, path, s + 1, ctx == CTX_STRING || ctx == CTX_ITEMS || ctx == CTX_ALL, &v);
+                else {
+                        v = json_string(s[0] == TAG_STRING ? s + 1 : s);
+                        r = v ? 0 : -ENOMEM;
+                }
+                if (r < 0)
+                        return r;
+                json_decref(*node);
+                *node = v;
+                return 0;
+        }
+        if (json_is_object(*node))
+                json_object_foreach(*node, key, child) {
+                        if (len == 0 && strneq(key, "x-", 2))
+                                continue; /* dropped by rewrite_shorthands() */
+                        int n = snprintf(path + len, PATH_MAX_LEN - len, "%s%s", len > 0 ? "." : "", key);
+                        size_t l = n < 0 ? len : MIN(len + (size_t) n, PATH_MAX_LEN - 1);
+                        json_t *c = json_incref(child);
+                        r = finalize(f, err, &c, child_context(ctx, key), path, l);
+                        path[len] = 0;
+                        if (r < 0) {
+                                json_decref(c);
+                                return r;
+                        }
+                        if (json_object_set_new(*node, key, c) < 0)
+                                return -ENOMEM;
+                }
+        else if (json_is_array(*node))
+                json_array_foreach(*node, i, child) {
+                        int n = snprintf(path + len, PATH_MAX_LEN - len, "[%zu]", i);
+                        size_t l = n < 0 ? len : MIN(len + (size_t) n, PATH_MAX_LEN - 1);
+                        json_t *c = json_incref(child);
+                        r = finalize(f, err, &c, child_context(ctx, NULL), path, l);
+                        path[len] = 0;
+                        if (r < 0) {
+                                json_decref(c);
+                                return r;
+                        }
+                        if (json_array_set_new(*node, i, c) < 0)
+                                return -ENOMEM;
+                }
+        return 0;
 }
 
 /* ---- conveniences: rewrite the YAML shorthands into the JSON form ---- */
@@ -707,6 +863,10 @@ int jobfile_parse(const char *text, size_t size, JobFile **ret, JobFileError *er
                 json_decref(L.anchors[i].value);
         }
         free(L.anchors);
+        if (r < 0)
+                return r;
+        char path[PATH_MAX_LEN] = "";
+        r = finalize(f, err, &f->spec, CTX_NONE, path, 0);
         if (r < 0)
                 return r;
         r = rewrite_shorthands(f);

@@ -210,3 +210,12 @@ def test_example_service_steps(tmpdir_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_merge_keys_and_aliases():
+    spec = json.loads(kiln("validate", "-f", os.path.join(JOBFILES, "good", "merge-keys.yml"), "--json",
+                           check=True).stdout)
+    assert "x-env" not in spec and "x-step" not in spec
+    build, test = spec["steps"]
+    assert build == {"name": "build", "run": "make", "timeout": "10m", "env": {"CC": "gcc", "PY": "3.10"}}
+    assert test["timeout"] == "20m" and test["env"]["PY"] == "3.10"

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 
 #include "jobfile.h"
 #include "macro.h"
@@ -72,7 +73,7 @@ static void test_scalars(void) {
                     "\"tasks\":[\"1\",{\"name\":\"2\",\"slots\":3}]}");
         expect_json("a: !!str 12\nb: ! 12\nc: |\n  line1\n  line2\n", "{\"a\":\"12\",\"b\":\"12\",\"c\":\"line1\\nline2\\n\"}");
         expect_error(-EINVAL, "a: !!int 12\n", 1, 4, "a", "unsupported tag 'tag:yaml.org,2002:int'");
-        expect_error(-EINVAL, "a: 99999999999999999999\n", 1, 4, "a", "integer '99999999999999999999' out of range");
+        expect_error(-EINVAL, "a: 99999999999999999999\n", 1, 1, "a", "integer '99999999999999999999' out of range");
         expect_error(-EINVAL, "a: [1, .inf]\n", 1, 8, "a[1]", "infinite and NaN");
         expect_error(-EINVAL, "a: \"x\\0y\"\n", 1, 4, "a", "NUL characters");
 }
@@ -125,9 +126,25 @@ static void test_yaml_errors(void) {
 
 static void test_aliases(void) {
         expect_json("defaults: &env {CC: gcc, N: 1}\nsteps:\n  - run: make\n    env: *env\n",
-                    "{\"defaults\":{\"CC\":\"gcc\",\"N\":1},\"steps\":[{\"env\":{\"CC\":\"gcc\",\"N\":1},\"run\":\"make\"}]}");
+                    "{\"defaults\":{\"CC\":\"gcc\",\"N\":1},\"steps\":[{\"env\":{\"CC\":\"gcc\",\"N\":\"1\"},\"run\":\"make\"}]}");
         /* Top-level x- keys only hold anchors. */
         expect_json("x-env: &e {A: b}\nsteps: [{run: x, env: *e}]\n", "{\"steps\":[{\"env\":{\"A\":\"b\"},\"run\":\"x\"}]}");
+        /* Scalars resolve where an alias puts them, not where the anchor is. */
+        expect_json("defs: &d {PY: 3.10, N: 1}\nenv: *d\nsteps: [{run: x, env: *d}]\n",
+                    "{\"defs\":{\"N\":1,\"PY\":3.1000000000000001},\"env\":{\"N\":\"1\",\"PY\":\"3.10\"},"
+                    "\"steps\":[{\"env\":{\"N\":\"1\",\"PY\":\"3.10\"},\"run\":\"x\"}]}");
+        /* Merge keys: explicit keys win wherever they are; earlier sources win. */
+        expect_json("x-a: &a {A: 1, B: 1}\nx-b: &b {B: 2, C: 2}\n"
+                    "env:\n  A: 0\n  <<: [*a, *b]\n  D: 3\nsteps: [x]\n",
+                    "{\"env\":{\"A\":\"0\",\"B\":\"1\",\"C\":\"2\",\"D\":\"3\"},\"steps\":[{\"run\":\"x\"}]}");
+        expect_json("x-s: &s {timeout: 10m}\nsteps:\n  - <<: *s\n    run: make\n",
+                    "{\"steps\":[{\"run\":\"make\",\"timeout\":\"10m\"}]}");
+        /* A quoted "<<" is an ordinary key. */
+        expect_json("'<<': {a: 1}\n", "{\"<<\":{\"a\":1}}");
+        expect_error(-EINVAL, "x-s: &s {tmeout: 10m}\nsteps:\n  - <<: *s\n    run: make\n", 3, 5, "steps[0].tmeout",
+                     "unknown key 'tmeout'");
+        expect_error(-EINVAL, "steps:\n  - <<: [a]\n", 2, 5, "steps[0]", "merge key '<<' takes a mapping");
+        expect_error(-EINVAL, "steps:\n  - <<: {a: 1}\n    <<: {b: 1}\n", 3, 5, "steps[0]", "duplicate merge key");
         /* A later anchor of the same name wins. */
         expect_json("a: &x 1\nb: &x 2\nc: *x\n", "{\"a\":1,\"b\":2,\"c\":2}");
 
@@ -161,6 +178,77 @@ static void test_aliases(void) {
         l += (size_t) snprintf(buf + l, sizeof(buf) - l, "\nb: [[[[[[[[[[[[[[[[[[[[[[[[[[*deep]]]]]]]]]]]]]]]]]]]]]]]]]\n");
         expect_error(-EINVAL, buf, 2, 30, "b[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]",
                      "nested too deeply through alias '*deep'");
+}
+
+
+static const char rich[] =
+        "x-env: &env {CC: gcc, CFLAGS: -O2}\n"
+        "name: sweep\n"
+        "image: host\n"
+        "env: *env\n"
+        "secrets: [TOKEN]\n"
+        "services:\n"
+        "  - name: db\n"
+        "    argv: [postgres, -D, /tmp]\n"
+        "    health: {tcp: '127.0.0.1:5432', interval: 1s, retries: 3}\n"
+        "  - {name: web, run: \"python3 -m http.server\", health: pg_isready}\n"
+        "steps:\n"
+        "  - make\n"
+        "  - name: test\n"
+        "    run: |\n"
+        "      make check\n"
+        "    timeout: 1h30m\n"
+        "    env: {V: 1}\n"
+        "tasks: [lint, {name: big, slots: 2}]\n"
+        "matrix:\n"
+        "  CC: [gcc, clang]\n"
+        "  exclude: [{CC: clang}]\n"
+        "  include: [{CC: tcc, X: 1}]\n"
+        "artifacts: ['out/*']\n"
+        "retry: {max: 1, on: [failed]}\n"
+        "resources: {cpus: 0.5, memory: 1G, pids: 64, disk: 1G}\n"
+        "labels: {os: linux}\n";
+
+/* Parses and validates; any outcome is fine but a crash, a sanitizer report
+ * or an error without a position. */
+static void parse_any(const char *text, size_t size) {
+        _cleanup_(jobfile_freep) JobFile *f = NULL;
+        JobFileError err = {};
+        int r = jobfile_parse(text, size, &f, &err);
+        if (r >= 0)
+                r = jobfile_validate(f, &err);
+        if (r < 0) {
+                CHECK(r == -EINVAL || r == -E2BIG);
+                CHECK(err.line >= 1 && err.column >= 1);
+                CHECK(err.message[0]);
+        }
+}
+
+static void test_sweep(void) {
+        char buf[sizeof(rich)];
+        uint32_t seed = 12345;
+
+        parse_any(rich, strlen(rich));
+        {
+                _cleanup_(jobfile_freep) JobFile *f = parse_ok(rich);
+                JobFileError err = {};
+                CHECK_EQ_INT(jobfile_validate(f, &err), 0);
+        }
+        /* Every truncation. */
+        for (size_t n = 0; n < strlen(rich); n++)
+                parse_any(rich, n);
+        /* Deterministic single- and multi-byte mutations. */
+        for (int i = 0; i < 3000; i++) {
+                memcpy(buf, rich, sizeof(buf));
+                for (int k = 0; k < 1 + i % 4; k++) {
+                        seed = seed * 1103515245U + 12345U;
+                        size_t at = (seed >> 8) % (sizeof(rich) - 1);
+                        static const char alphabet[] = "-:[]{}&*!|>'\"#,? \n\t0a.~%@`";
+                        seed = seed * 1103515245U + 12345U;
+                        buf[at] = alphabet[(seed >> 8) % (sizeof(alphabet) - 1)];
+                }
+                parse_any(buf, strlen(rich));
+        }
 }
 
 static void test_load(void) {
@@ -203,6 +291,7 @@ int main(void) {
         test_positions();
         test_yaml_errors();
         test_aliases();
+        test_sweep();
         test_load();
         printf("ok\n");
         return 0;

@@ -341,6 +341,79 @@ static void test_readers(void) {
         CHECK_EQ_INT(jobspec_parse_cpus(neg, &v), -ERANGE);
 }
 
+
+/* Replaces every value in a valid spec, one at a time, by values of every
+ * type: the validator must answer each with 0 or an error whose path is
+ * the replaced field or lies inside it. */
+static void sweep(json_t *root, json_t *node, const char *path) {
+        json_t *wrong[] = { json_null(), json_integer(-1), json_real(1e300), json_string(""), json_string("x=y"),
+                            json_array(), json_object(), json_true(), json_pack("[i]", 1),
+                            json_pack("{s:s}", "A", "b") };
+        json_t *child;
+        const char *key;
+        size_t i;
+
+        if (json_is_object(node)) {
+                json_object_foreach(node, key, child) {
+                        char p[256];
+                        snprintf(p, sizeof(p), "%s%s%s", path, *path ? "." : "", key);
+                        json_incref(child);
+                        for (size_t w = 0; w < ELEMENTSOF(wrong); w++) {
+                                JobSpecError err = {};
+                                json_object_set(node, key, wrong[w]);
+                                if (jobspec_validate(root, &err) < 0) {
+                                        CHECK(err.message[0]);
+                                        if (!strneq(err.path, p, strlen(p)) && !strneq(p, err.path, strlen(err.path)) &&
+                                            !strneq(err.path, "matrix", 6)) {
+                                                fprintf(stderr, "replacing %s: error at unrelated %s: %s\n", p,
+                                                        err.path, err.message);
+                                                exit(1);
+                                        }
+                                }
+                        }
+                        json_object_set(node, key, child);
+                        sweep(root, child, p);
+                        json_decref(child);
+                }
+        } else if (json_is_array(node)) {
+                json_array_foreach(node, i, child) {
+                        char p[256];
+                        snprintf(p, sizeof(p), "%s[%zu]", path, i);
+                        json_incref(child);
+                        for (size_t w = 0; w < ELEMENTSOF(wrong); w++) {
+                                JobSpecError err = {};
+                                json_array_set(node, i, wrong[w]);
+                                if (jobspec_validate(root, &err) < 0)
+                                        CHECK(err.message[0]);
+                        }
+                        json_array_set(node, i, child);
+                        sweep(root, child, p);
+                        json_decref(child);
+                }
+        }
+        for (size_t w = 0; w < ELEMENTSOF(wrong); w++)
+                json_decref(wrong[w]);
+}
+
+static void test_sweep(void) {
+        json_auto_t *v = load("{\"name\":\"n\",\"image\":\"host\",\"env\":{\"A\":\"1\"},\"secrets\":[\"S\"],"
+                              "\"services\":[{\"name\":\"db\",\"argv\":[\"pg\"],\"env\":{\"B\":\"2\"},"
+                              "\"health\":{\"tcp\":\"h:1\",\"interval\":1,\"timeout\":\"1s\",\"retries\":3}}],"
+                              "\"steps\":[{\"name\":\"a\",\"run\":\"x\",\"env\":{\"C\":\"3\"},\"timeout\":\"1m\"},{\"argv\":[\"ls\"]}],"
+                              "\"tasks\":[\"t\",{\"name\":\"u\",\"slots\":2,\"env\":{\"D\":\"4\"}}],"
+                              "\"matrix\":{\"axes\":{\"CC\":[\"gcc\",1]},\"include\":[{\"CC\":\"gcc\",\"X\":true}],"
+                              "\"exclude\":[{\"CC\":1}]},\"artifacts\":[\"a\"],\"timeout\":60,"
+                              "\"retry\":{\"max\":1,\"on\":[\"failed\"]},"
+                              "\"resources\":{\"cpus\":1,\"memory\":\"1G\",\"pids\":10,\"disk\":1024},"
+                              "\"labels\":{\"k\":\"v\"},"
+                              "\"workspace\":\"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}");
+        JobSpecError err = {};
+        CHECK_EQ_INT(jobspec_validate(v, &err), 0);
+        sweep(v, v, "");
+        CHECK_EQ_INT(jobspec_validate(v, &err), 0);
+        CHECK_EQ_INT(jobspec_validate(NULL, &err), -EINVAL);
+}
+
 int main(void) {
         test_minimal_and_full();
         test_top_level();
@@ -351,6 +424,7 @@ int main(void) {
         test_matrix_errors();
         test_expand();
         test_readers();
+        test_sweep();
         printf("ok\n");
         return 0;
 }
