@@ -318,8 +318,12 @@ int main(void) {
 
         if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) < 0 && errno == EINVAL)
                 SKIP("kernel without seccomp");
+        /* Filters stack. Under kiln's own filter (kiln's CI running in kiln)
+         * every answer below is the same, so the test runs; a stricter outer
+         * filter (a container runtime's) may change some and fail them, with
+         * the call named. */
         if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) == 2)
-                SKIP("already running under a seccomp filter that may hide ours");
+                fprintf(stderr, "note: already under a seccomp filter; its answers win where it is stricter\n");
 
         check_table();
 
