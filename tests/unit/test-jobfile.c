@@ -120,6 +120,14 @@ static void test_yaml_errors(void) {
         expect_error(-EINVAL, "steps: [x]\n---\nsteps: [y]\n", 2, 1, "", "one YAML document");
         expect_error(-EINVAL, "? [a]\n: b\n", 1, 3, "", "mapping keys must be strings");
         expect_error(-EINVAL, "a: *nope\n", 1, 4, "a", "unknown alias '*nope'");
+        expect_error(-EINVAL, "x: &k a\n*k : b\n", 2, 1, "", "aliases are not allowed as mapping keys");
+        {
+                char key[400];
+                memset(key, 'k', 300);
+                snprintf(key + 300, sizeof(key) - 300, ": 1\n");
+                expect_error(-EINVAL, key, 1, 1, "", "key too long (300 bytes, at most 256)");
+        }
+        expect_error(-EINVAL, "a: \"\xff\"\n", 1, 1, "", "invalid leading UTF-8 octet");
         /* An anchor cannot be used inside itself: no cycles. */
         expect_error(-EINVAL, "a: &x [*x]\n", 1, 8, "a[0]", "unknown alias '*x'");
 }

@@ -414,6 +414,97 @@ static void test_sweep(void) {
         CHECK_EQ_INT(jobspec_validate(NULL, &err), -EINVAL);
 }
 
+
+/* Builds {"steps":[{"run":"x"}], prefix item,item,… suffix} with n items,
+ * each the template with '#' replaced by the item's index. */
+static char *build_list(const char *prefix, const char *item, int n, const char *suffix) {
+        size_t size = strlen(prefix) + strlen(suffix) + (size_t) n * (strlen(item) * 4 + 8) + 64, l;
+        char *buf = malloc(size);
+        CHECK(buf);
+        l = (size_t) snprintf(buf, size, "{" STEPS ",%s", prefix);
+        for (int i = 0; i < n; i++) {
+                if (i)
+                        buf[l++] = ',';
+                for (const char *t = item; *t; t++)
+                        if (*t == '#')
+                                l += (size_t) snprintf(buf + l, size - l, "%d", i);
+                        else
+                                buf[l++] = *t;
+        }
+        snprintf(buf + l, size - l, "%s}", suffix);
+        return buf;
+}
+
+static void test_limits(void) {
+        _cleanup_free_ char *argv = build_list("\"services\":[{\"name\":\"s\",\"argv\":[", "\"a#\"", 1025, "]}]");
+        expect_error(argv, "services[0].argv", "too many entries (1025, at most 1024)");
+        _cleanup_free_ char *tasks = build_list("\"tasks\":[", "\"t#\"", 257, "]");
+        expect_error(tasks, "tasks", "too many entries (257, at most 256)");
+        _cleanup_free_ char *tasks_ok = build_list("\"tasks\":[", "\"t#\"", 256, "]");
+        expect_ok(tasks_ok);
+        _cleanup_free_ char *axes = build_list("\"matrix\":{\"axes\":{", "\"A#\":[1]", 17, "}}");
+        expect_error(axes, "matrix.axes", "too many axes (17, at most 16)");
+        _cleanup_free_ char *values = build_list("\"matrix\":{\"axes\":{\"A\":[", "\"v#\"", 257, "]}}");
+        expect_error(values, "matrix.axes.A", "too many entries (257, at most 256)");
+        _cleanup_free_ char *inc_keys = build_list("\"matrix\":{\"include\":[{", "\"K#\":1", 17, "}]}");
+        expect_error(inc_keys, "matrix.include[0]", "too many variables (17, at most 16)");
+        _cleanup_free_ char *inc = build_list("\"matrix\":{\"include\":[", "{\"I\":\"#\"}", 257, "]}");
+        expect_error(inc, "matrix.include", "too many entries (257, at most 256)");
+        /* 200 combinations and 57 new include entries: the include that
+         * crosses 256 is named. */
+        _cleanup_free_ char *cross = build_list("\"matrix\":{\"axes\":{\"A\":[1,2,3,4,5,6,7,8,9,10],\"B\":[1,2,3,4,5,6,7,8,9,10,"
+                                                "11,12,13,14,15,16,17,18,19,20]},\"include\":[",
+                                                "{\"A\":\"x#\",\"C\":#}", 57, "]}");
+        expect_error(cross, "matrix.include[56]", "matrix expands to more than 256 tasks");
+        _cleanup_free_ char *labels = build_list("\"labels\":{", "\"l#\":\"v\"", 33, "}");
+        expect_error(labels, "labels", "too many labels (33, at most 32)");
+        _cleanup_free_ char *secrets = build_list("\"secrets\":[", "\"S#\"", 65, "]");
+        expect_error(secrets, "secrets", "too many entries (65, at most 64)");
+        _cleanup_free_ char *services = build_list("\"services\":[", "{\"name\":\"s#\",\"run\":\"x\"}", 17, "]");
+        expect_error(services, "services", "too many entries (17, at most 16)");
+        _cleanup_free_ char *artifacts = build_list("\"artifacts\":[", "\"a#\"", 65, "]");
+        expect_error(artifacts, "artifacts", "too many entries (65, at most 64)");
+
+        char big[70 * 1024];
+        size_t l = (size_t) snprintf(big, sizeof(big), "{\"steps\":[{\"run\":\"");
+        memset(big + l, 'x', 65 * 1024);
+        l += 65 * 1024;
+        snprintf(big + l, sizeof(big) - l, "\"}]}");
+        expect_error(big, "steps[0].run", "too long (66560 bytes, at most 65536)");
+        l = (size_t) snprintf(big, sizeof(big), "{" STEPS ",\"name\":\"");
+        memset(big + l, 'n', 129);
+        l += 129;
+        snprintf(big + l, sizeof(big) - l, "\"}");
+        expect_error(big, "name", "too long (129 bytes, at most 128)");
+        l = (size_t) snprintf(big, sizeof(big), "{" STEPS ",\"labels\":{\"");
+        memset(big + l, 'k', 64);
+        l += 64;
+        snprintf(big + l, sizeof(big) - l, "\":\"v\"}}");
+        expect_error(big, "labels.kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", "at most 63 bytes");
+        /* Generated names are bounded too: 16 axes of 100-byte values. */
+        l = (size_t) snprintf(big, sizeof(big), "{" STEPS ",\"matrix\":{\"axes\":{");
+        for (int a = 0; a < 16; a++) {
+                l += (size_t) snprintf(big + l, sizeof(big) - l, "%s\"A%d\":[\"", a ? "," : "", a);
+                memset(big + l, 'v', 100);
+                l += 100;
+                l += (size_t) snprintf(big + l, sizeof(big) - l, "\"]");
+        }
+        snprintf(big + l, sizeof(big) - l, "}}}");
+        expect_error(big, "matrix", "name is longer than 1024 bytes");
+
+        expect_error("{" STEPS ",\"timeout\":700000}", "timeout", "at most 7d");
+        expect_error("{" STEPS ",\"timeout\":\"1111111111111111111111111111111111111111111111111111111111111111111s\"}",
+                     "timeout", "invalid duration (too long)");
+        expect_error("{" STEPS ",\"resources\":{\"memory\":\"1111111111111111111111111111111111111111111111111111111111111111111\"}}",
+                     "resources.memory", "invalid size (too long)");
+        expect_error("{" STEPS ",\"retry\":{\"max\":1,\"on\":[]}}", "retry.on", "must not be empty");
+        expect_error("{" STEPS ",\"services\":[{\"name\":\"w\",\"run\":\"x\",\"health\":{\"http\":\"http://a b/\"}}]}",
+                     "services[0].health.http", "must not contain spaces");
+        expect_error("{" STEPS ",\"tasks\":[{\"name\":\"a\",\"env\":{\"B-C\":\"x\"}}]}", "tasks[0].env.B-C",
+                     "invalid environment variable name");
+        expect_error("{" STEPS ",\"matrix\":{\"axes\":{\"A\":[\"a\\nb\"]}}}", "matrix.axes.A[0]", "control characters");
+}
+
 int main(void) {
         test_minimal_and_full();
         test_top_level();
@@ -425,6 +516,7 @@ int main(void) {
         test_expand();
         test_readers();
         test_sweep();
+        test_limits();
         printf("ok\n");
         return 0;
 }
