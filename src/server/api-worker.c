@@ -177,7 +177,9 @@ int api_claim(Request *r) {
                 k = http_errno(r, k, "worker");
                 goto finish;
         }
-        k = parse_claim(r, body ? body : json_object(), worker_slots, &slots, &wait);
+        if (!body)
+                body = json_object();
+        k = parse_claim(r, body, worker_slots, &slots, &wait);
         if (k < 0 || r->responded)
                 goto finish;
 

@@ -74,7 +74,7 @@ int64_t conn_changes(StoreConn *c);
 int64_t conn_last_rowid(StoreConn *c);
 
 /* Appends an event in the current transaction. extra may be NULL; it is
- * merged into the event's JSON. */
+ * merged into the event's JSON and its reference is taken over. */
 int store_event_add(Store *s, StoreConn *c, const char *type, int64_t id, int64_t job_id,
                     const char *state, json_t *extra);
 /* Recomputes a job's state from its tasks, storing it (and its event) when it

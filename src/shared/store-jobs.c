@@ -46,12 +46,16 @@ int store_event_add(Store *s, StoreConn *c, const char *type, int64_t id, int64_
 
         json_t *ev = json_pack("{s:s, s:I, s:s, s:o}", "type", type, "id", (json_int_t) id, "state",
                                state, "time", json_time(now));
-        if (!ev)
+        if (!ev) {
+                json_decref(extra);
                 return -ENOMEM;
+        }
         if (job_id > 0)
                 json_object_set_new(ev, "job", json_integer(job_id));
-        if (extra)
+        if (extra) {
                 json_object_update(ev, extra);
+                json_decref(extra);
+        }
         char *text = json_dumps(ev, JSON_COMPACT);
         json_decref(ev);
         if (!text)
@@ -139,7 +143,7 @@ static int submit_task(Store *s, StoreConn *c, int64_t job_id, size_t idx, json_
         json_t *env = json_object_get(task, "env");
         int r;
 
-        char *env_text = json_dumps(env ? env : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
+        char *env_text = json_is_object(env) ? json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
         if (!env_text)
                 return -ENOMEM;
         r = conn_prepare(c, "INSERT INTO tasks(job_id, idx, name, slots, env, labels, state, queued_at)"
@@ -173,7 +177,7 @@ static int submit_op(Store *s, StoreConn *c, void *userdata) {
         const char *name = json_string_value(json_object_get(a->spec, "name"));
         json_t *lab = json_object_get(a->spec, "labels");
         spec_text = json_dumps(a->spec, JSON_COMPACT);
-        labels = json_dumps(json_is_object(lab) ? lab : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
+        labels = json_is_object(lab) ? json_dumps(lab, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
         if (!spec_text || !labels)
                 return -ENOMEM;
         spec_retry_policy(a->spec, &retry_max, &retry_on);

@@ -164,7 +164,7 @@ static int worker_register_op(Store *s, StoreConn *c, void *userdata) {
         int r;
 
         info = json_dumps(a->info, JSON_COMPACT);
-        labels = json_dumps(json_is_object(lab) ? lab : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
+        labels = json_is_object(lab) ? json_dumps(lab, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
         if (!info || !labels)
                 return -ENOMEM;
         r = conn_prepare(c, "INSERT INTO workers(name, labels, slots, info, state, registered, last_seen)"
@@ -186,8 +186,8 @@ static int worker_register_op(Store *s, StoreConn *c, void *userdata) {
         if (r < 0)
                 return r;
         return store_event_add(s, c, "worker", a->id, 0, "online",
-                               json_pack("{s:s, s:O}", "name", name ? name : "",
-                                         "labels", json_is_object(lab) ? lab : json_object()));
+                               json_pack("{s:s, s:o}", "name", name ? name : "",
+                                         "labels", json_is_object(lab) ? json_incref(lab) : json_object()));
 }
 
 int store_worker_register(Store *s, json_t *info, const uint8_t session_hash[STORE_HASH_SIZE],

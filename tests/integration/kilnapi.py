@@ -107,7 +107,9 @@ class Server:
             assert p.returncode == 0, p.stderr
             self.admin = p.stdout.decode().strip()
         self.errf = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen([KILN, "server", "--data", self.data, "--listen", "127.0.0.1:0"] + self.args,
+        # A restart keeps the port so that clients carry on.
+        listen = "127.0.0.1:%d" % (self.port or 0)
+        self.proc = subprocess.Popen([KILN, "server", "--data", self.data, "--listen", listen] + self.args,
                                      stdout=subprocess.PIPE, stderr=self.errf)
         line = self.proc.stdout.readline().decode()
         assert "listening on" in line, "server did not start: %r\n%s" % (line, self.log())
