@@ -13,6 +13,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/netfilter.h>
@@ -29,6 +30,10 @@
 #include "macro.h"
 #include "net.h"
 #include "strv.h"
+
+#ifndef IFF_LOWER_UP
+#define IFF_LOWER_UP 0x10000 /* linux/if.h, which clashes with net/if.h */
+#endif
 
 /* 100.64.0.0/16, cut into one /30 per slot. */
 #define NAT_NET_BASE 0x64400000U
@@ -305,6 +310,51 @@ static int nl_link_up(NlSock *nl, int ifindex) {
         return nl_call(nl, &m, NULL, NULL);
 }
 
+static int reply_link_active(const struct nlmsghdr *h, void *userdata) {
+        bool *active = userdata;
+        bool queue = false;
+
+        if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg)))
+                return -EBADMSG;
+        const struct ifinfomsg *ifi = NLMSG_DATA(h);
+        int left = (int) (h->nlmsg_len - NLMSG_LENGTH(sizeof(struct ifinfomsg)));
+        for (const struct rtattr *a = IFLA_RTA(ifi); RTA_OK(a, left); a = RTA_NEXT(a, left))
+                if (a->rta_type == IFLA_QDISC && RTA_PAYLOAD(a) > 0 &&
+                    ((const char *) RTA_DATA(a))[RTA_PAYLOAD(a) - 1] == 0)
+                        queue = !streq((const char *) RTA_DATA(a), "noop");
+        *active = (ifi->ifi_flags & IFF_LOWER_UP) && queue;
+        return 0;
+}
+
+/* A veth's carrier comes on as soon as both ends are up, but the kernel
+ * attaches the device's real queue only later, from its linkwatch work; until
+ * then the "noop" queue drops every packet sent. A lost first SYN would cost
+ * the sandbox's first connection a second, a lost DNS query five. So setup
+ * returns only once both ends can carry packets: typically after a few
+ * polls, well under a millisecond. */
+#define LINK_ACTIVE_TIMEOUT_USEC (3U * 1000U * 1000U)
+
+static int nl_link_wait_active(NlSock *nl, int ifindex) {
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + LINK_ACTIVE_TIMEOUT_USEC;
+
+        for (long delay_ns = 20000;; delay_ns = MIN(delay_ns * 2, 5000000L)) {
+                struct ifinfomsg ifi = { .ifi_family = AF_UNSPEC, .ifi_index = ifindex };
+                bool active = false;
+                NlMsg m;
+
+                nl_msg_init(&m, RTM_GETLINK, 0, &ifi, sizeof ifi);
+                nl_put_u32(&m, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+                int r = nl_call(nl, &m, reply_link_active, &active);
+                if (r < 0)
+                        return r;
+                if (active)
+                        return 0;
+                if (now_usec(CLOCK_MONOTONIC) > deadline)
+                        return -ETIMEDOUT;
+                (void) nanosleep(&(struct timespec) { .tv_nsec = delay_ns }, NULL);
+        }
+}
+
 /* A missing link is not an error. */
 static int nl_link_delete(NlSock *nl, const char *name) {
         struct ifinfomsg ifi = { .ifi_family = AF_UNSPEC };
@@ -567,7 +617,7 @@ int net_loopback_up(void) {
         return 0;
 }
 
-static int nat_configure_host(NlSock *nl, const char *ifname, unsigned slot) {
+static int nat_configure_host(NlSock *nl, const char *ifname, unsigned slot, int *ret_ifindex) {
         int ifindex, r;
 
         r = sysctl_disable_ipv6(ifname);
@@ -582,6 +632,7 @@ static int nat_configure_host(NlSock *nl, const char *ifname, unsigned slot) {
         r = nl_link_up(nl, ifindex);
         if (r < 0)
                 return log_debug_errno(r, "Failed to bring up '%s': %m", ifname);
+        *ret_ifindex = ifindex;
         return 0;
 }
 
@@ -607,6 +658,9 @@ static int nat_configure_sandbox(int netns_fd, unsigned slot) {
         r = nl_route_add_default(&nl, ifindex, nat_addr(slot, 1));
         if (r < 0)
                 return log_debug_errno(r, "Failed to add the sandbox's default route: %m");
+        r = nl_link_wait_active(&nl, ifindex);
+        if (r < 0)
+                return log_debug_errno(r, "The sandbox's eth0 did not become active: %m");
         return 0;
 }
 
@@ -645,9 +699,15 @@ int net_nat_setup(int netns_fd, unsigned slot) {
         if (r < 0)
                 return log_debug_errno(r, "Failed to create the veth pair '%s': %m", ifname);
 
-        r = nat_configure_host(&nl, ifname, slot);
+        int host_ifindex = 0;
+        r = nat_configure_host(&nl, ifname, slot, &host_ifindex);
         if (r >= 0)
                 r = nat_configure_sandbox(netns_fd, slot);
+        if (r >= 0) {
+                r = nl_link_wait_active(&nl, host_ifindex);
+                if (r < 0)
+                        log_debug_errno(r, "'%s' did not become active: %m", ifname);
+        }
         if (r < 0) {
                 /* Deleting one end takes the peer with it. */
                 (void) nl_link_delete(&nl, ifname);

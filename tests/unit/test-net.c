@@ -45,7 +45,7 @@
 
 static pid_t main_pid;
 static const char *ip_bin;
-static pid_t holders[3] = { -1, -1, -1 }; /* sandbox A, sandbox B, ext */
+static pid_t holders[4] = { -1, -1, -1, -1 }; /* sandbox A, sandbox B, ext, sandbox C */
 static bool ext_link_made;
 
 /* ---- resolv.conf, unprivileged ---- */
@@ -239,9 +239,14 @@ static int listen_in(pid_t pid, const char *addr, uint16_t port) {
         return fd;
 }
 
+/* Connections that must fail get a second, those that must work five: a
+ * SYN lost to a link that was still coming up is resent after one second. */
+#define TIMEOUT_FAIL_MS 1000
+#define TIMEOUT_OK_MS 5000
+
 /* 0 when a TCP connection from pid's namespace to addr:port is established
- * within a second, -errno otherwise. */
-static int connect_from(pid_t pid, const char *addr, uint16_t port) {
+ * within timeout_ms, -errno otherwise. */
+static int connect_from(pid_t pid, const char *addr, uint16_t port, int timeout_ms) {
         _cleanup_close_ int fd = socket_in(pid, AF_INET, SOCK_STREAM);
         struct sockaddr_in sa = sin_of(addr, port);
         struct pollfd p = { .fd = fd, .events = POLLOUT };
@@ -253,7 +258,7 @@ static int connect_from(pid_t pid, const char *addr, uint16_t port) {
                 return 0;
         if (errno != EINPROGRESS)
                 return -errno;
-        int n = poll(&p, 1, 1000);
+        int n = poll(&p, 1, timeout_ms);
         CHECK(n >= 0);
         if (n == 0)
                 return -ETIMEDOUT;
@@ -276,7 +281,7 @@ static const char *accept_peer(int listen_fd, char buf[static INET_ADDRSTRLEN]) 
 
 static void check_unreachable(pid_t from, const char *what, const char *addr, uint16_t port, int listen_fd) {
         char peer[INET_ADDRSTRLEN];
-        int r = connect_from(from, addr, port);
+        int r = connect_from(from, addr, port, TIMEOUT_FAIL_MS);
         printf("  %-40s %s:%u -> %s\n", what, addr, port, r == 0 ? "CONNECTED" : strerror(-r));
         CHECK(r < 0);
         if (listen_fd >= 0)
@@ -394,7 +399,7 @@ static void check_loopback(pid_t pid) {
         /* Loopback traffic works inside. */
         _cleanup_close_ int l = listen_in(pid, "127.0.0.1", 7001);
         CHECK(l >= 0);
-        CHECK_EQ_INT(connect_from(pid, "127.0.0.1", 7001), 0);
+        CHECK_EQ_INT(connect_from(pid, "127.0.0.1", 7001, TIMEOUT_OK_MS), 0);
 }
 
 static void test_namespaces(void) {
@@ -459,24 +464,24 @@ static void test_namespaces(void) {
 
         /* Outbound from a sandbox works, masqueraded behind the host. */
         _cleanup_close_ int ext_srv = listen_in(ext, EXT_ADDR, 8080);
-        CHECK_EQ_INT(connect_from(a, EXT_ADDR, 8080), 0);
+        CHECK_EQ_INT(connect_from(a, EXT_ADDR, 8080, TIMEOUT_OK_MS), 0);
         CHECK_STREQ(accept_peer(ext_srv, peer), EXT_HOST);
-        CHECK_EQ_INT(connect_from(b, EXT_ADDR, 8080), 0);
+        CHECK_EQ_INT(connect_from(b, EXT_ADDR, 8080, TIMEOUT_OK_MS), 0);
         CHECK_STREQ(accept_peer(ext_srv, peer), EXT_HOST);
 
         /* Every server below is reachable from somewhere else, so that a
          * failure from the sandbox means the sandbox is fenced off. */
         _cleanup_close_ int host_any = listen_in(0, "0.0.0.0", 8081);
-        CHECK_EQ_INT(connect_from(ext, EXT_HOST, 8081), 0);
+        CHECK_EQ_INT(connect_from(ext, EXT_HOST, 8081, TIMEOUT_OK_MS), 0);
         CHECK(accept_peer(host_any, peer));
         _cleanup_close_ int host_lo = listen_in(0, "127.0.0.1", 8082);
-        CHECK_EQ_INT(connect_from(0, "127.0.0.1", 8082), 0);
+        CHECK_EQ_INT(connect_from(0, "127.0.0.1", 8082, TIMEOUT_OK_MS), 0);
         CHECK(accept_peer(host_lo, peer));
         _cleanup_close_ int meta = listen_in(ext, METADATA, 80);
-        CHECK_EQ_INT(connect_from(0, METADATA, 80), 0);
+        CHECK_EQ_INT(connect_from(0, METADATA, 80, TIMEOUT_OK_MS), 0);
         CHECK(accept_peer(meta, peer));
         _cleanup_close_ int b_srv = listen_in(b, "0.0.0.0", 8083);
-        CHECK_EQ_INT(connect_from(b, B_SANDBOX, 8083), 0);
+        CHECK_EQ_INT(connect_from(b, B_SANDBOX, 8083, TIMEOUT_OK_MS), 0);
         CHECK(accept_peer(b_srv, peer));
 
         printf("from sandbox A:\n");
@@ -493,25 +498,42 @@ static void test_namespaces(void) {
         check_unreachable(ext, "from ext", A_SANDBOX, 8084, a_srv);
         check_unreachable(b, "from sandbox B", A_SANDBOX, 8084, a_srv);
         check_unreachable(0, "from the host", A_SANDBOX, 8084, a_srv);
-        CHECK_EQ_INT(connect_from(a, A_SANDBOX, 8084), 0);
+        CHECK_EQ_INT(connect_from(a, A_SANDBOX, 8084, TIMEOUT_OK_MS), 0);
         CHECK(accept_peer(a_srv, peer));
 
         /* Teardown removes both ends; the other sandbox keeps working. */
         CHECK_EQ_INT(net_nat_teardown(SLOT_B), 0);
         CHECK(if_nametoindex("kv16381") == 0);
         CHECK_EQ_INT(net_nat_teardown(SLOT_B), 0);
-        CHECK_EQ_INT(connect_from(a, EXT_ADDR, 8080), 0);
+        CHECK_EQ_INT(connect_from(a, EXT_ADDR, 8080, TIMEOUT_OK_MS), 0);
         CHECK_STREQ(accept_peer(ext_srv, peer), EXT_HOST);
 
-        /* Setting up a slot again replaces its leftover link. */
+        /* A slot torn down can be used again at once. */
         t0 = now_ms();
         CHECK_EQ_INT(net_nat_setup(fd_b, SLOT_B), 0);
         t1 = now_ms();
         printf("net_nat_setup: %.2f ms (again, table present)\n", t1 - t0);
-        CHECK_EQ_INT(connect_from(b, EXT_ADDR, 8080), 0);
+        /* Usable on return: the first SYN is not lost (a resend would take 1 s). */
+        CHECK_EQ_INT(connect_from(b, EXT_ADDR, 8080, 900), 0);
+        CHECK_STREQ(accept_peer(ext_srv, peer), EXT_HOST);
+
+        /* A slot whose link is still there (its sandbox died, the kernel has
+         * not freed the namespace yet) is taken over by the next sandbox. */
+        pid_t c = holders[3] = netns_new();
+        int fd_c = netns_open(c);
+        CHECK_EQ_INT(net_nat_setup(fd_c, SLOT_B), 0);
+        check_addr(c, "eth0", B_SANDBOX, "255.255.255.252");
+        CHECK_EQ_INT(connect_from(c, EXT_ADDR, 8080, TIMEOUT_OK_MS), 0);
+        CHECK_STREQ(accept_peer(ext_srv, peer), EXT_HOST);
+        {
+                _cleanup_close_ int fd = socket_in(b, AF_INET, SOCK_DGRAM);
+                struct ifreq ifr = { .ifr_name = "eth0" };
+                CHECK(ioctl(fd, SIOCGIFFLAGS, &ifr) < 0 && errno == ENODEV);
+        }
 
         close(fd_a);
         close(fd_b);
+        close(fd_c);
 
         /* The table stays while a sandbox link exists, whatever the caller
          * believes; it goes with the last one. */
