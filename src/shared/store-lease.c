@@ -218,7 +218,7 @@ static int attempt_load(StoreConn *c, int64_t id, StoreAttempt *ret) {
         int r;
 
         r = conn_prepare(c, "SELECT a.id, a.task_id, a.job_id, a.worker_id, a.fence, a.number, a.state,"
-                            " COALESCE(a.log_size, 0), t.attempt FROM attempts a"
+                            " COALESCE(a.log_size, 0), t.attempt, a.expires FROM attempts a"
                             " JOIN tasks t ON t.id = a.task_id WHERE a.id = ?", &st);
         if (r < 0)
                 return r;
@@ -238,6 +238,7 @@ static int attempt_load(StoreConn *c, int64_t id, StoreAttempt *ret) {
         snprintf(ret->state, sizeof ret->state, "%s", column_text(st, 6));
         ret->live = (streq(ret->state, "leased") || streq(ret->state, "running")) &&
                     sqlite3_column_int64(st, 8) == ret->id;
+        ret->expires = (uint64_t) sqlite3_column_int64(st, 9);
         sqlite3_reset(st);
         return 0;
 }
@@ -249,6 +250,10 @@ static int lease_verify(StoreConn *c, int64_t id, int64_t fence, int64_t worker_
         if (r < 0)
                 return r;
         if (!ret->live || ret->fence != fence || ret->worker_id != worker_id)
+                return -ESTALE;
+        /* Past its expiry a lease is gone, whether or not the reaper has
+         * marked the attempt lost yet. */
+        if (ret->expires < store_now_mono())
                 return -ESTALE;
         return 0;
 }

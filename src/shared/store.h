@@ -132,6 +132,7 @@ typedef struct StoreAttempt {
         unsigned number;
         char state[16];
         bool live; /* the task's current attempt, still leased or running */
+        uint64_t expires; /* CLOCK_MONOTONIC µs, meaningful while live */
         uint64_t log_size;
 } StoreAttempt;
 
