@@ -149,7 +149,8 @@ static int parse_claim(Request *r, json_t *body, unsigned default_slots, unsigne
                     json_integer_value(slots) > MAX_WORKER_SLOTS)
                         return http_error(r, 400, "invalid_field", json_pack("{s:s}", "path", "slots"),
                                           "slots: the free slots, an integer from 1 to %d", MAX_WORKER_SLOTS);
-                *ret_slots = (unsigned) json_integer_value(slots);
+                /* A worker never has more free slots than it registered. */
+                *ret_slots = MIN((unsigned) json_integer_value(slots), default_slots);
         }
         *ret_wait = 30 * 1000000ULL;
         if (wait) {

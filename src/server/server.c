@@ -121,6 +121,10 @@ static int parse_args(int argc, char **argv, ServerConfig *cfg) {
                 return log_error_errno(EINVAL, "Unexpected argument '%s'.", argv[optind]);
         if (!cfg->data_dir)
                 return log_error_errno(EINVAL, "No data directory: pass --data DIR or set KILN_DATA.");
+        const char *colon = strrchr(cfg->listen, ':');
+        if (!colon || colon == cfg->listen || safe_atou(colon + 1, &u) < 0 || u > 65535)
+                return log_error_errno(EINVAL, "Invalid --listen '%s': expected ADDR:PORT, e.g. 127.0.0.1:8750.",
+                                       cfg->listen);
         return 0;
 }
 
