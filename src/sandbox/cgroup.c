@@ -317,6 +317,19 @@ int cgroup_attach(const Cgroup *c, pid_t pid) {
         return 0;
 }
 
+int cgroup_attach_self(const Cgroup *c) {
+        for (int k = 0; k < _CG_MAX; k++) {
+                char path[4096];
+                if (!c->paths[k])
+                        continue;
+                snprintf(path, sizeof path, "%s/%s", c->paths[k], c->v2 ? "cgroup.procs" : "tasks");
+                int r = write_string_file(path, "0");
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int cgroup_oom_kills(const Cgroup *c, uint64_t *ret) {
         _cleanup_free_ char *path = NULL, *buf = NULL;
         const char *dir = c->v2 ? c->paths[0] : c->paths[CG_MEMORY];

@@ -34,6 +34,9 @@ typedef struct Cgroup {
 int cgroup_sandbox_parent(bool *ret_v2, char *ret_paths[_CG_MAX]);
 int cgroup_create(const char *name, const CgroupLimits *l, Cgroup *ret);
 int cgroup_attach(const Cgroup *c, pid_t pid);
+/* Moves the calling, single-threaded process in. On v1 this moves the thread
+ * ("0" into tasks), which does not take the global threadgroup lock. */
+int cgroup_attach_self(const Cgroup *c);
 /* The oom_kill counter (memory.events / memory.oom_control). */
 int cgroup_oom_kills(const Cgroup *c, uint64_t *ret);
 /* Kills every process left in it, then removes the directories. */

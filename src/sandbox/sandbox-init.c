@@ -142,94 +142,137 @@ static int parse_spawn(char *buf, size_t n, const MsgHeader *h, char **ret_cwd, 
         return 0;
 }
 
-static int drop_capabilities(bool keep) {
+/* Applied once to PID 1 itself, so that every command inherits it and the
+ * path from a spawn request to execve() stays short: the reduced capability
+ * sets, no_new_privs and the seccomp filter. */
+static int init_lockdown(const InitArgs *a) {
         struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
         struct __user_cap_data_struct data[2] = {};
         uint64_t mask = 0;
+        int r;
 
-        if (keep)
-                for (size_t i = 0; i < ELEMENTSOF(kept_caps); i++)
-                        mask |= 1ULL << kept_caps[i];
+        for (size_t i = 0; i < ELEMENTSOF(kept_caps); i++)
+                mask |= 1ULL << kept_caps[i];
         for (int cap = 0; cap <= 63; cap++) {
                 if (mask & (1ULL << cap))
                         continue;
-                if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+                if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+                        if (errno == EINVAL)
+                                break; /* past the kernel's last capability */
                         return -errno;
+                }
         }
         (void) prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
         data[0].effective = data[0].permitted = data[0].inheritable = (uint32_t) mask;
         data[1].effective = data[1].permitted = data[1].inheritable = (uint32_t) (mask >> 32);
         if (syscall(SYS_capset, &hdr, data) < 0)
                 return -errno;
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                return -errno;
+        if (a->seccomp) {
+                r = seccomp_apply(a->seccomp);
+                if (r < 0)
+                        return r;
+        }
         return 0;
 }
 
-/* In the forked child, between fork and execve: reports errno on err_fd. */
-_noreturn_ static void child_exec(const InitArgs *a, const MsgHeader *h, const int fds[3], const char *cwd,
-                                  char **argv, char **env, int err_fd) {
-        static const char *const default_env[] = {
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", NULL,
-        };
-        sigset_t all;
-        int r, e;
+typedef struct SpawnArgs {
+        const MsgHeader *h;
+        int *fds;
+        const char *cwd;
+        char **argv;
+        char **env;
+        volatile int error; /* written by the child when it fails before execve */
+} SpawnArgs;
+
+static const char *env_get(char **env, const char *key) {
+        size_t l = strlen(key);
+        for (char **e = env; e && *e; e++)
+                if (strneq(*e, key, l) && (*e)[l] == '=')
+                        return *e + l + 1;
+        return NULL;
+}
+
+/* execvpe() with the search PATH taken from the command's own environment. */
+static int exec_search(char **argv, char **env) {
+        const char *path = env_get(env, "PATH");
+        int saved = ENOENT;
+
+        if (strchr(argv[0], '/')) {
+                execve(argv[0], argv, env);
+                return -errno;
+        }
+        if (!path)
+                path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        for (const char *p = path; *p;) {
+                const char *e = strchrnul(p, ':');
+                char buf[4096];
+                size_t dl = (size_t) (e - p);
+                if (dl + 1 + strlen(argv[0]) + 1 <= sizeof buf) {
+                        memcpy(buf, dl ? p : ".", dl ? dl : 1);
+                        dl = dl ? dl : 1;
+                        buf[dl] = '/';
+                        memcpy(buf + dl + 1, argv[0], strlen(argv[0]) + 1);
+                        execve(buf, argv, env);
+                        if (errno == EACCES)
+                                saved = EACCES;
+                        else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP &&
+                                 errno != ENAMETOOLONG)
+                                return -errno;
+                }
+                p = *e ? e + 1 : e;
+        }
+        return -saved;
+}
+
+/* Runs in a CLONE_VM|CLONE_VFORK child sharing PID 1's memory until execve():
+ * only syscalls and writes to its own SpawnArgs. */
+static int spawn_child(void *arg) {
+        SpawnArgs *s = arg;
+        const MsgHeader *h = s->h;
+        sigset_t none;
+        int tmp[3], r;
 
         if (setsid() < 0)
                 goto fail;
-        sigemptyset(&all);
-        for (int sig = 1; sig < _NSIG; sig++)
-                (void) signal(sig, SIG_DFL);
-        (void) sigprocmask(SIG_SETMASK, &all, NULL);
-
-        /* fds[] may sit on 0..2 already: move them out of the way first. */
-        int tmp[3];
-        for (int i = 0; i < 3; i++) {
-                tmp[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10);
-                if (tmp[i] < 0)
+        sigemptyset(&none);
+        if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+                goto fail;
+        /* The fds may sit on 0..2 already: move them out of the way first. */
+        for (int i = 0; i < 3; i++)
+                if ((tmp[i] = fcntl(s->fds[i], F_DUPFD_CLOEXEC, 3)) < 0)
                         goto fail;
-        }
         for (int i = 0; i < 3; i++)
                 if (dup2(tmp[i], i) < 0)
                         goto fail;
-        int keep = err_fd;
-        if (close_all_fds(&keep, 1) < 0)
+        if (syscall(SYS_close_range, 3U, ~0U, 0) < 0)
                 goto fail;
-        if (chdir(cwd[0] ? cwd : "/") < 0)
+        if (chdir(s->cwd[0] ? s->cwd : "/") < 0)
                 goto fail;
-        if (h->uid != 0 || h->gid != 0) {
-                if (setgroups(0, NULL) < 0 || setresgid(h->gid, h->gid, h->gid) < 0 ||
-                    setresuid(h->uid, h->uid, h->uid) < 0)
-                        goto fail;
-        }
-        r = drop_capabilities(h->uid == 0);
-        if (r < 0) {
-                errno = -r;
+        if ((h->uid != 0 || h->gid != 0) && (setgroups(0, NULL) < 0 || setresgid(h->gid, h->gid, h->gid) < 0 ||
+                                              setresuid(h->uid, h->uid, h->uid) < 0))
                 goto fail;
-        }
-        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-                goto fail;
-        if (a->seccomp) {
-                r = seccomp_apply(a->seccomp);
-                if (r < 0) {
-                        errno = -r;
-                        goto fail;
-                }
-        }
-        extern char **environ;
-        environ = env[0] ? env : (char **) default_env;
-        execvp(argv[0], argv);
+        r = exec_search(s->argv, s->env);
+        s->error = -r;
+        _exit(127);
 fail:
-        e = errno;
-        (void) !write(err_fd, &e, sizeof e);
+        s->error = errno ? errno : EIO;
         _exit(127);
 }
 
+static char spawn_stack[64 * 1024] __attribute__((aligned(16)));
+
 static void handle_spawn(const InitArgs *a, char *buf, size_t n, int *fds, size_t n_fds) {
+        static char *const default_env[] = {
+                (char *) "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                (char *) "HOME=/root", NULL,
+        };
         const MsgHeader *h = (const MsgHeader *) buf;
         MsgHeader reply = { .type = MSG_SPAWNED, .id = h->id };
         _cleanup_free_ char **vec = NULL;
         char *cwd = NULL, **argv = NULL, **env = NULL;
-        int err[2] = { -1, -1 }, slot = -1, r;
-        pid_t pid;
+        int slot = -1, r;
 
         r = n_fds == 3 ? parse_spawn(buf, n, h, &cwd, &argv, &env) : -EBADMSG;
         if (r >= 0)
@@ -241,28 +284,23 @@ static void handle_spawn(const InitArgs *a, char *buf, size_t n, int *fds, size_
                 }
         if (r >= 0 && slot < 0)
                 r = -EMFILE;
-        if (r >= 0 && pipe2(err, O_CLOEXEC) < 0)
-                r = -errno;
         if (r >= 0) {
-                pid = fork();
+                SpawnArgs sa = { .h = h, .fds = fds, .cwd = cwd, .argv = argv,
+                                 .env = env[0] ? env : default_env };
+                /* Like posix_spawn(): the parent sleeps until the child has exec'd or
+                 * failed, and nothing is copied. */
+                pid_t pid = clone(spawn_child, spawn_stack + sizeof spawn_stack, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                                  &sa);
                 if (pid < 0)
                         r = -errno;
-                else if (pid == 0) {
-                        safe_close(err[0]);
-                        child_exec(a, h, fds, cwd, argv, env, err[1]);
+                else {
+                        children[slot] = (Child) { .id = h->id, .pid = pid };
+                        reply.a = pid;
+                        reply.b = sa.error;
                 }
         }
-        err[1] = safe_close(err[1]);
-        if (r >= 0) {
-                int e = 0;
-                /* EOF: execve succeeded (the pipe was close-on-exec). */
-                ssize_t k = loop_read(err[0], &e, sizeof e);
-                children[slot] = (Child) { .id = h->id, .pid = pid };
-                reply.a = pid;
-                reply.b = k == (ssize_t) sizeof e ? e : 0;
-        } else
+        if (r < 0)
                 reply.b = -r;
-        safe_close(err[0]);
         for (size_t i = 0; i < n_fds; i++)
                 safe_close(fds[i]);
         (void) msg_send(a->control_fd, &reply, NULL, NULL, 0);
@@ -364,12 +402,15 @@ static int enter_userns(const InitArgs *a) {
 }
 
 static int init_setup(const InitArgs *a) {
-        char c;
         int r;
 
-        /* Wait until the host has put us into the sandbox's cgroup. */
-        if (loop_read(a->sync_fd, &c, 1) != 1)
-                return -EPIPE;
+        /* Joining the cgroup ourselves, as a single thread, spares the global
+         * cgroup lock (and its RCU grace period) that moving a process costs. */
+        if (!a->in_cgroup) {
+                r = cgroup_attach_self(a->cgroup);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to join the sandbox's cgroup: %m");
+        }
         if (unshare(CLONE_NEWCGROUP) < 0)
                 return log_error_errno(errno, "Failed to create the cgroup namespace: %m");
         if (sethostname(a->config->hostname, strlen(a->config->hostname)) < 0)
@@ -388,6 +429,9 @@ static int init_setup(const InitArgs *a) {
         /* Credential changes cleared these. */
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
                 return -errno;
+        r = init_lockdown(a);
+        if (r < 0)
+                return log_error_errno(r, "Failed to drop privileges: %m");
         struct pollfd p = { .fd = a->life_fd, .events = POLLIN };
         if (poll(&p, 1, 0) > 0)
                 return -ESRCH; /* the host died while we were setting up */
@@ -395,7 +439,7 @@ static int init_setup(const InitArgs *a) {
 }
 
 _noreturn_ void sandbox_init_main(const InitArgs *a) {
-        int keep[] = { a->control_fd, a->life_fd, a->userns_fd, a->sync_fd };
+        int keep[] = { a->control_fd, a->life_fd, a->userns_fd };
         int r;
 
         log_set_prefix("kiln-init");
@@ -407,7 +451,6 @@ _noreturn_ void sandbox_init_main(const InitArgs *a) {
         if (r >= 0)
                 r = init_setup(a);
         safe_close(a->userns_fd);
-        safe_close(a->sync_fd);
         MsgHeader m = { .type = MSG_READY, .a = r < 0 ? r : 0 };
         (void) msg_send(a->control_fd, &m, NULL, NULL, 0);
         if (r < 0)

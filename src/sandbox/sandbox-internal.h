@@ -46,7 +46,9 @@ typedef struct InitArgs {
         int userns_fd;     /* the sandbox's user namespace, maps already written */
         int control_fd;    /* init's end of the control socket */
         int life_fd;       /* read end of a pipe whose write end only the host holds */
-        int sync_fd;       /* read end: the host writes one byte when the cgroup is joined */
+        const Cgroup *cgroup;
+        bool in_cgroup;    /* clone3(CLONE_INTO_CGROUP) put PID 1 there already */
+        const char *masks; /* the mask manifest (sandbox-masks.c), or NULL */
         const char *disk_image; /* NULL without a disk quota */
         const char *resolv_conf; /* contents for /etc/resolv.conf, or NULL to keep the image's */
         const struct sock_fprog *seccomp;
@@ -58,6 +60,12 @@ _noreturn_ void sandbox_init_main(const InitArgs *a);
 /* Builds the root file system in the calling (private) mount namespace and
  * pivots into it. Runs as PID 1 before it enters the user namespace. */
 int sandbox_rootfs_setup(const InitArgs *a);
+
+/* The manifest of what hides the host image's secrets; extra: further host
+ * paths to hide (sandbox-masks.c). */
+int sandbox_mask_manifest(char **extra, char **ret);
+/* Creates the manifest's entries below layer_fd, owners shifted by base. */
+int sandbox_mask_apply(int layer_fd, const char *manifest, uint32_t base);
 
 int msg_send(int fd, const MsgHeader *h, const void *payload, const int *fds, size_t n_fds);
 /* Receives one message into buf (SANDBOX_MSG_MAX bytes); fds up to 3. */

@@ -4,8 +4,10 @@
  *
  *   lower   the image, through an idmapped, read-only, nodev mount, so that
  *           files keep their owners inside the sandbox's user namespace;
+ *   masks   for the host image, the shared layer that hides its secrets
+ *           (sandbox-masks.c), idmapped and read-only like the image;
  *   upper   a per-sandbox writable layer (on a size-limited ext4 image when a
- *           disk quota is set), prepared with the masks and generated files;
+ *           disk quota is set) with the generated /etc files;
  *   root    the overlay of both, with fresh /proc, /sys, a minimal /dev and
  *           the caller's bind mounts, and then pivot_root()ed into.
  *
@@ -13,8 +15,6 @@
  * disappears with the sandbox's last process. */
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
-#include <glob.h>
 #include <linux/loop.h>
 #include <linux/mount.h>
 #include <stdio.h>
@@ -38,24 +38,12 @@ typedef struct Rootfs {
         const char *image; /* host path of the image's root */
         char layer[4096];  /* where upper/ and work/ live */
         char upper[4096];
+        char tmp[4096];    /* the sandbox's own tmpfs */
         char lower[4096];
+        char masks[4096];
         char root[4096];
         uint32_t base;
 } Rootfs;
-
-/* Paths of the host image that never show inside: secrets and the state of
- * kiln and of the host's services. Directories become empty (opaque)
- * directories; files become empty files. */
-static const char *const host_masked_dirs[] = {
-        "/root", "/home", "/run", "/tmp", "/var/tmp", "/var/lib/kiln", "/etc/kiln",
-        "/var/spool/cron", "/var/lib/sss", "/etc/sudoers.d",
-};
-static const char *const host_masked_files[] = {
-        "/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers",
-};
-static const char *const host_masked_globs[] = {
-        "/etc/ssh/ssh_host_*", "/etc/ssl/private/*",
-};
 
 static int join(char *buf, size_t size, const char *a, const char *b) {
         int n = snprintf(buf, size, "%s%s%s", a, (b[0] == '/' || !a[0]) ? "" : "/", b);
@@ -77,7 +65,7 @@ static int sys_move_mount(int from_dfd, const char *from, int to_dfd, const char
 /* Creates upper/rel's missing parent directories with the mode and (shifted)
  * owner of the same directories in the image, so that the merged directory
  * looks exactly like the image's. */
-static int upper_mkdir_parents(const Rootfs *f, const char *rel) {
+static int layer_mkdir_parents(const Rootfs *f, const char *rel) {
         char path[4096];
         int r = join(path, sizeof path, "", rel);
         if (r < 0)
@@ -88,7 +76,7 @@ static int upper_mkdir_parents(const Rootfs *f, const char *rel) {
                 *s = 0;
                 char up[4096], low[4096];
                 struct stat st;
-                if (join(up, sizeof up, f->upper, path) < 0 || join(low, sizeof low, f->image, path) < 0)
+                if (join(up, sizeof up, f->masks, path) < 0 || join(low, sizeof low, f->image, path) < 0)
                         return -ENAMETOOLONG;
                 if (lstat(up, &st) < 0) {
                         if (lstat(low, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -106,43 +94,12 @@ static int upper_mkdir_parents(const Rootfs *f, const char *rel) {
         return 0;
 }
 
-/* Makes rel an empty directory (hiding the image's) or an empty file, with
- * the image's mode and owner. */
-static int upper_mask(const Rootfs *f, const char *rel) {
-        char up[4096], low[4096];
-        struct stat st;
-        int r;
-
-        if (join(up, sizeof up, f->upper, rel) < 0 || join(low, sizeof low, f->image, rel) < 0)
-                return -ENAMETOOLONG;
-        if (lstat(low, &st) < 0 || S_ISLNK(st.st_mode))
-                return 0; /* nothing to hide (a symlink leads to a path masked on its own) */
-        r = upper_mkdir_parents(f, rel);
-        if (r < 0)
-                return r;
-        (void) rm_rf(up);
-        if (S_ISDIR(st.st_mode)) {
-                if (mkdir(up, st.st_mode & 07777) < 0)
-                        return -errno;
-                /* An opaque directory: the overlay shows none of the image's entries. */
-                if (setxattr(up, "trusted.overlay.opaque", "y", 1, 0) < 0)
-                        return -errno;
-        } else {
-                _cleanup_close_ int fd = open(up, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, st.st_mode & 07777);
-                if (fd < 0)
-                        return -errno;
-        }
-        if (chown(up, st.st_uid + f->base, st.st_gid + f->base) < 0 || chmod(up, st.st_mode & 07777) < 0)
-                return -errno;
-        return 0;
-}
-
-static int upper_write_file(const Rootfs *f, const char *rel, const char *contents) {
+static int layer_write_file(const Rootfs *f, const char *rel, const char *contents) {
         char up[4096];
-        int r = upper_mkdir_parents(f, rel);
+        int r = layer_mkdir_parents(f, rel);
         if (r < 0)
                 return r;
-        if (join(up, sizeof up, f->upper, rel) < 0)
+        if (join(up, sizeof up, f->masks, rel) < 0)
                 return -ENAMETOOLONG;
         (void) unlink(up);
         _cleanup_close_ int fd = open(up, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -157,14 +114,14 @@ static int upper_write_file(const Rootfs *f, const char *rel, const char *conten
 }
 
 /* A mount point that must exist in the merged tree (for /proc, /dev, binds). */
-static int upper_mountpoint(const Rootfs *f, const char *rel, bool dir) {
+static int layer_mountpoint(const Rootfs *f, const char *rel, bool dir) {
         char up[4096], low[4096];
         struct stat st;
-        if (join(low, sizeof low, f->image, rel) < 0 || join(up, sizeof up, f->upper, rel) < 0)
+        if (join(low, sizeof low, f->image, rel) < 0 || join(up, sizeof up, f->masks, rel) < 0)
                 return -ENAMETOOLONG;
         if (stat(low, &st) >= 0 && (S_ISDIR(st.st_mode) == dir))
                 return 0;
-        int r = upper_mkdir_parents(f, rel);
+        int r = layer_mkdir_parents(f, rel);
         if (r < 0)
                 return r;
         if (dir) {
@@ -210,6 +167,22 @@ static int attach_loop(const char *image, char *ret_dev, size_t size, int *ret_f
         return -EBUSY;
 }
 
+/* Attaches a read-only, nodev, nosuid, idmapped copy of src at dst. */
+static int attach_idmapped(const char *src, const char *dst, int userns_fd) {
+        _cleanup_close_ int tree = sys_open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (tree < 0)
+                return -errno;
+        struct mount_attr attr = {
+                .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
+                .userns_fd = (uint64_t) userns_fd,
+        };
+        if (sys_mount_setattr(tree, "", AT_EMPTY_PATH, &attr) < 0)
+                return -errno;
+        if (sys_move_mount(tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                return -errno;
+        return 0;
+}
+
 static int setup_layers(Rootfs *f) {
         const InitArgs *a = f->a;
         struct stat st;
@@ -218,7 +191,7 @@ static int setup_layers(Rootfs *f) {
         if (a->disk_image) {
                 _cleanup_close_ int loop_fd = -EBADF;
                 char dev[64];
-                r = join(f->layer, sizeof f->layer, a->dir, "disk");
+                r = join(f->layer, sizeof f->layer, f->tmp, "disk");
                 if (r < 0)
                         return r;
                 r = attach_loop(a->disk_image, dev, sizeof dev, &loop_fd);
@@ -243,68 +216,49 @@ static int setup_layers(Rootfs *f) {
 
         /* The image, idmapped: a file owned by uid N in the image is owned by
          * base+N on the host, which is N inside the sandbox. */
-        _cleanup_close_ int tree = sys_open_tree(AT_FDCWD, f->image, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-        if (tree < 0)
-                return log_error_errno(errno, "open_tree('%s'): %m", f->image);
-        struct mount_attr attr = {
-                .attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
-                .userns_fd = (uint64_t) a->userns_fd,
-        };
-        if (sys_mount_setattr(tree, "", AT_EMPTY_PATH, &attr) < 0)
-                return log_error_errno(errno, "Failed to idmap the image '%s': %m", f->image);
-        if (sys_move_mount(tree, "", AT_FDCWD, f->lower, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-                return log_error_errno(errno, "Failed to attach the image: %m");
+        r = attach_idmapped(f->image, f->lower, a->userns_fd);
+        if (r < 0)
+                return log_error_errno(r, "Failed to attach the image '%s': %m", f->image);
         return 0;
 }
 
-static int prepare_upper(const Rootfs *f) {
+/* The generated layer: a directory of the sandbox's tmpfs that holds the masks, the generated /etc files and missing mount points, so that
+ * the writable layer starts empty and nothing is written to disk for them. */
+static int prepare_layer(const Rootfs *f) {
         const SandboxConfig *c = f->a->config;
-        bool host = streq(c->image, "host");
         char hosts[512];
-        int r = 0;
+        int r;
 
-        if (host) {
-                for (size_t i = 0; r >= 0 && i < ELEMENTSOF(host_masked_dirs); i++)
-                        r = upper_mask(f, host_masked_dirs[i]);
-                for (size_t i = 0; r >= 0 && i < ELEMENTSOF(host_masked_files); i++)
-                        r = upper_mask(f, host_masked_files[i]);
-                for (size_t i = 0; r >= 0 && i < ELEMENTSOF(host_masked_globs); i++) {
-                        glob_t g = {};
-                        if (glob(host_masked_globs[i], GLOB_NOSORT, NULL, &g) == 0)
-                                for (size_t k = 0; r >= 0 && k < g.gl_pathc; k++)
-                                        r = upper_mask(f, g.gl_pathv[k]);
-                        globfree(&g);
-                }
-                /* kiln's own state, wherever the operator put it. */
-                if (r >= 0)
-                        r = upper_mask(f, sandbox_root_dir());
+        if (f->a->masks) {
+                _cleanup_close_ int fd = open(f->masks, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (fd < 0)
+                        return -errno;
+                r = sandbox_mask_apply(fd, f->a->masks, f->base);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to mask host paths: %m");
         }
-        for (char **p = c->mask_paths; r >= 0 && p && *p; p++)
-                r = upper_mask(f, *p);
-        if (r < 0)
-                return log_error_errno(r, "Failed to mask host paths: %m");
 
         snprintf(hosts, sizeof hosts, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t%s\n",
                  c->hostname);
-        r = upper_write_file(f, "/etc/hosts", hosts);
+        r = layer_write_file(f, "/etc/hosts", hosts);
         if (r >= 0) {
                 char hn[300];
                 snprintf(hn, sizeof hn, "%s\n", c->hostname);
-                r = upper_write_file(f, "/etc/hostname", hn);
+                r = layer_write_file(f, "/etc/hostname", hn);
         }
         if (r >= 0 && f->a->resolv_conf)
-                r = upper_write_file(f, "/etc/resolv.conf", f->a->resolv_conf);
+                r = layer_write_file(f, "/etc/resolv.conf", f->a->resolv_conf);
         if (r < 0)
                 return log_error_errno(r, "Failed to write /etc files: %m");
 
         static const char *const mps[] = { "/proc", "/sys", "/dev", "/tmp" };
         for (size_t i = 0; r >= 0 && i < ELEMENTSOF(mps); i++)
-                r = upper_mountpoint(f, mps[i], true);
+                r = layer_mountpoint(f, mps[i], true);
         for (size_t i = 0; r >= 0 && i < c->n_binds; i++) {
                 struct stat st;
                 if (stat(c->binds[i].source, &st) < 0)
                         return log_error_errno(errno, "Bind source '%s': %m", c->binds[i].source);
-                r = upper_mountpoint(f, c->binds[i].target, S_ISDIR(st.st_mode));
+                r = layer_mountpoint(f, c->binds[i].target, S_ISDIR(st.st_mode));
         }
         if (r < 0)
                 return log_error_errno(r, "Failed to create mount points: %m");
@@ -437,25 +391,36 @@ int sandbox_rootfs_setup(const InitArgs *a) {
         char opts[16384];
         int r;
 
-        if (join(f.lower, sizeof f.lower, a->dir, "lower") < 0 ||
-            join(f.root, sizeof f.root, a->dir, "root") < 0)
+        if (join(f.tmp, sizeof f.tmp, a->dir, "t") < 0 || join(f.lower, sizeof f.lower, f.tmp, "lower") < 0 ||
+            join(f.masks, sizeof f.masks, f.tmp, "gen") < 0 || join(f.root, sizeof f.root, f.tmp, "root") < 0)
                 return -ENAMETOOLONG;
         /* Nothing mounted from here on may propagate back to the host. */
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                 return log_error_errno(errno, "Failed to make mounts private: %m");
+        /* Mount points and the generated layer: memory, gone with the namespace. */
+        if (mount("tmpfs", f.tmp, "tmpfs", MS_NOSUID | MS_NODEV, "mode=700,size=4m,nr_inodes=16384") < 0)
+                return log_error_errno(errno, "Failed to mount the sandbox's tmpfs: %m");
+        static const char *const sub[] = { "lower", "gen", "root", "disk" };
+        for (size_t i = 0; i < ELEMENTSOF(sub); i++) {
+                char p[4200];
+                snprintf(p, sizeof p, "%s/%s", f.tmp, sub[i]);
+                if (mkdir(p, 0755) < 0)
+                        return -errno;
+        }
 
         r = setup_layers(&f);
         if (r < 0)
                 return r;
-        r = prepare_upper(&f);
+        r = prepare_layer(&f);
         if (r < 0)
                 return r;
 
         char work[4096];
         if (join(work, sizeof work, f.layer, "work") < 0)
                 return -ENAMETOOLONG;
-        if ((size_t) snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", f.lower, f.upper, work) >=
-            sizeof opts)
+        /* The generated layer sits above the image. */
+        if ((size_t) snprintf(opts, sizeof opts, "lowerdir=%s:%s,upperdir=%s,workdir=%s", f.masks, f.lower,
+                              f.upper, work) >= sizeof opts)
                 return -ENAMETOOLONG;
         if (mount("overlay", f.root, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
                 return log_error_errno(errno, "Failed to mount the overlay root: %m");
