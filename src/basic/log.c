@@ -29,7 +29,9 @@ int log_internal(int level, int error, const char *file, int line, const char *f
 
         if (error < 0)
                 error = -error;
-        errno = error;
+        /* %m means the error passed in, or errno as the caller left it. */
+        if (error != 0)
+                errno = error;
         va_start(ap, fmt);
         n = vsnprintf(buf, sizeof buf, fmt, ap);
         va_end(ap);

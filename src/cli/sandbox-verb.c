@@ -267,7 +267,7 @@ static int sandbox_run(int argc, char **argv) {
                 return r < 0 ? 2 : 0;
         if (need_root() < 0)
                 return 1;
-        (void) sandbox_gc(true);
+        (void) sandbox_gc(SANDBOX_GC_VERBOSE);
         env = build_env(o.env);
         if (!env)
                 return log_error_errno(ENOMEM, "Out of memory"), 1;
@@ -380,7 +380,7 @@ static int sandbox_gc_verb(int argc, char **argv) {
         }
         if (need_root() < 0)
                 return 1;
-        int n = sandbox_gc(true);
+        int n = sandbox_gc(SANDBOX_GC_VERBOSE | SANDBOX_GC_NETWORK);
         if (n < 0)
                 return log_error_errno(n, "Garbage collection failed: %m"), 1;
         printf("removed %d leftover sandbox%s\n", n, n == 1 ? "" : "es");

@@ -264,7 +264,7 @@ fail:
 static char spawn_stack[64 * 1024] __attribute__((aligned(16)));
 
 static void handle_spawn(const InitArgs *a, char *buf, size_t n, int *fds, size_t n_fds) {
-        static char *const default_env[] = {
+        static char *default_env[] = {
                 (char *) "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 (char *) "HOME=/root", NULL,
         };

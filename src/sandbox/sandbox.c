@@ -763,9 +763,11 @@ static int gc_one(const char *root, const char *name, bool verbose, bool *ret_na
         }
 
         unsigned slot = UINT32_MAX;
+        bool nat = false;
         _cleanup_free_ char *state = NULL;
         snprintf(path, sizeof path, "%s/%s/lock", root, name);
         if (read_full_file(path, 256, &state, NULL) >= 0) {
+                nat = strstr(state, " nat");
                 char *sp = strchr(state, ' ');
                 if (sp)
                         *sp = 0;
@@ -782,12 +784,12 @@ static int gc_one(const char *root, const char *name, bool verbose, bool *ret_na
                 return log_warning_errno(r, "Failed to remove '%s': %m", path);
         if (verbose)
                 log_info("Removed leftover sandbox %s", name);
-        return 1;
+        return nat ? 2 : 1;
 }
 
-int sandbox_gc(bool verbose) {
+int sandbox_gc(SandboxGcFlags flags) {
         const char *root = sandbox_root_dir();
-        bool nat_alive = false;
+        bool nat_alive = false, nat_removed = false, verbose = flags & SANDBOX_GC_VERBOSE;
         int n = 0;
 
         DIR *d = opendir(root);
@@ -799,8 +801,13 @@ int sandbox_gc(bool verbose) {
                 int r = gc_one(root, de->d_name, verbose, &nat_alive);
                 if (r > 0)
                         n++;
+                if (r == 2)
+                        nat_removed = true;
         }
         closedir(d);
-        (void) net_gc(nat_alive);
+        /* Looking at the nftables ruleset costs milliseconds: only when asked to, or
+         * when a NAT sandbox was among the dead. */
+        if (nat_removed || (flags & SANDBOX_GC_NETWORK))
+                (void) net_gc(nat_alive);
         return n;
 }

@@ -102,9 +102,14 @@ static inline void sandbox_destroyp(Sandbox **s) {
 }
 #define _cleanup_sandbox_ _cleanup_(sandbox_destroyp)
 
+typedef enum SandboxGcFlags {
+        SANDBOX_GC_VERBOSE = 1 << 0, /* log each sandbox removed */
+        SANDBOX_GC_NETWORK = 1 << 1, /* also remove kiln's nftables table if no NAT sandbox is left */
+} SandboxGcFlags;
+
 /* Removes every sandbox whose owning process is gone (crashed or SIGKILLed):
  * processes, cgroups, network state, directories. Returns how many. */
-int sandbox_gc(bool verbose);
+int sandbox_gc(SandboxGcFlags flags);
 
 /* Where sandbox state lives: $KILN_SANDBOX_DIR or /var/lib/kiln/sandboxes. */
 const char *sandbox_root_dir(void);
