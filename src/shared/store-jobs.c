@@ -73,11 +73,31 @@ int store_event_add(Store *s, StoreConn *c, const char *type, int64_t id, int64_
         return 0;
 }
 
+/* The common case without counting every task: a running job with a task
+ * still leased or running stays running. */
+static int job_still_running(StoreConn *c, int64_t job_id) {
+        sqlite3_stmt *st;
+        int r = conn_prepare(c, "SELECT state = 'running' AND EXISTS (SELECT 1 FROM tasks WHERE job_id = ?1"
+                                " AND state IN ('leased', 'running')) FROM jobs WHERE id = ?1", &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, job_id);
+        r = conn_step(c, st);
+        if (r <= 0)
+                return r;
+        r = sqlite3_column_int(st, 0);
+        sqlite3_reset(st);
+        return r;
+}
+
 int store_job_refresh_state(Store *s, StoreConn *c, int64_t job_id) {
         unsigned counts[_TASK_STATE_MAX] = {};
         sqlite3_stmt *st;
         int r;
 
+        r = job_still_running(c, job_id);
+        if (r != 0)
+                return r < 0 ? r : 0;
         r = conn_prepare(c, "SELECT state, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY state", &st);
         if (r < 0)
                 return r;
