@@ -334,6 +334,9 @@ static int request_authenticate(Request *r) {
                 return http_error(r, 401, "unauthorized", NULL,
                                   "a valid token is required: 'Authorization: Bearer kiln_…'");
         k = store_token_lookup(r->srv->store, hash, &r->token);
+        /* The index found the row; the decision is a constant-time compare. */
+        if (k >= 0 && !token_hash_equal(hash, r->token.hash))
+                k = -ENOENT;
         if (k == -ENOENT)
                 return http_error(r, 401, "unauthorized", NULL, "the token is unknown or revoked");
         if (k < 0)

@@ -59,7 +59,7 @@ int store_token_lookup(Store *s, const uint8_t hash[STORE_HASH_SIZE], StoreToken
         r = store_read_begin(s, &c);
         if (r < 0)
                 return r;
-        r = conn_prepare(c, "SELECT id, kind, COALESCE(worker_id, 0) FROM tokens"
+        r = conn_prepare(c, "SELECT id, kind, COALESCE(worker_id, 0), hash FROM tokens"
                             " WHERE hash = ? AND revoked = 0", &st);
         if (r >= 0) {
                 sqlite3_bind_blob(st, 1, hash, STORE_HASH_SIZE, SQLITE_STATIC);
@@ -68,6 +68,8 @@ int store_token_lookup(Store *s, const uint8_t hash[STORE_HASH_SIZE], StoreToken
                         ret->id = sqlite3_column_int64(st, 0);
                         snprintf(ret->kind, sizeof ret->kind, "%s", column_text(st, 1));
                         ret->worker_id = sqlite3_column_int64(st, 2);
+                        if (sqlite3_column_bytes(st, 3) == STORE_HASH_SIZE)
+                                memcpy(ret->hash, sqlite3_column_blob(st, 3), STORE_HASH_SIZE);
                         r = 0;
                 } else if (r == 0)
                         r = -ENOENT;

@@ -77,6 +77,7 @@ void store_wake_all(Store *s);
 /* Tokens. kind is "admin", "user", "worker" or "session". */
 typedef struct StoreToken {
         int64_t id;
+        uint8_t hash[STORE_HASH_SIZE];
         char kind[16];
         int64_t worker_id;
 } StoreToken;
