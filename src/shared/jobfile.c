@@ -17,14 +17,14 @@
 #define PATH_MAX_LEN (sizeof(((JobFileError *) NULL)->path))
 
 typedef struct Mark {
-        char *path;
         unsigned line, column; /* 1-based */
 } Mark;
 
 struct JobFile {
         json_t *spec;
-        Mark *marks;
-        size_t n_marks, allocated;
+        /* JSON path → position, packed as line << 32 | column: a hash
+         * table, as a document may have 100,000 paths. */
+        json_t *marks;
 };
 
 /* Which plain scalars keep their text: where kiln expects a string, "3.10"
@@ -59,9 +59,7 @@ JobFile *jobfile_free(JobFile *f) {
         if (!f)
                 return NULL;
         json_decref(f->spec);
-        for (size_t i = 0; i < f->n_marks; i++)
-                free(f->marks[i].path);
-        free(f->marks);
+        json_decref(f->marks);
         free(f);
         return NULL;
 }
@@ -70,28 +68,20 @@ json_t *jobfile_spec(JobFile *f) {
         return f->spec;
 }
 
-static Mark *mark_find(const JobFile *f, const char *path) {
-        for (size_t i = 0; i < f->n_marks; i++)
-                if (streq(f->marks[i].path, path))
-                        return &f->marks[i];
-        return NULL;
+static bool mark_find(const JobFile *f, const char *path, Mark *ret) {
+        json_t *v = json_object_get(f->marks, path);
+        json_int_t packed;
+
+        if (!v)
+                return false;
+        packed = json_integer_value(v);
+        *ret = (Mark) { (unsigned) (packed >> 32), (unsigned) (packed & 0xffffffff) };
+        return true;
 }
 
 static int mark_add(JobFile *f, const char *path, unsigned line, unsigned column) {
-        char *p;
-
-        if (f->n_marks == f->allocated) {
-                size_t n = MAX(f->allocated * 2, (size_t) 64);
-                Mark *m = reallocarray(f->marks, n, sizeof(Mark));
-                if (!m)
-                        return -ENOMEM;
-                f->marks = m;
-                f->allocated = n;
-        }
-        p = strdup(path);
-        if (!p)
+        if (json_object_set_new(f->marks, path, json_integer((json_int_t) line << 32 | column)) < 0)
                 return -ENOMEM;
-        f->marks[f->n_marks++] = (Mark) { p, line, column };
         return 0;
 }
 
@@ -112,12 +102,11 @@ int jobfile_locate(const JobFile *f, const char *path, unsigned *ret_line, unsig
         snprintf(buf, sizeof(buf), "%s", path);
         len = strlen(buf);
         for (;;) {
-                const Mark *m;
+                Mark m;
                 buf[len] = 0;
-                m = mark_find(f, buf);
-                if (m) {
-                        *ret_line = m->line;
-                        *ret_column = m->column;
+                if (mark_find(f, buf, &m)) {
+                        *ret_line = m.line;
+                        *ret_column = m.column;
                         return 0;
                 }
                 if (len == 0)
@@ -164,7 +153,7 @@ static void loader_pop(Loader *L, size_t saved) {
 /* Positions of paths too long for an error message are not kept: no error
  * could name them. */
 static int loader_record(Loader *L, yaml_mark_t mark) {
-        if (L->len >= sizeof(L->path) - 1 || mark_find(L->file, L->path))
+        if (L->len >= sizeof(L->path) - 1 || json_object_get(L->file->marks, L->path))
                 return 0;
         return mark_add(L->file, L->path, (unsigned) mark.line + 1, (unsigned) mark.column + 1);
 }
@@ -503,10 +492,10 @@ static int load_mapping(Loader *L, unsigned depth, json_t **ret, size_t *ret_nod
                 }
                 saved = loader_push_key(L, key);
                 if (json_object_get(obj, key)) {
-                        const Mark *first = mark_find(L->file, L->path);
-                        if (first)
+                        Mark first;
+                        if (mark_find(L->file, L->path, &first))
                                 r = fail(L, ev.start_mark, "duplicate key '%.64s' (first defined at line %u)",
-                                         key, first->line);
+                                         key, first.line);
                         else
                                 r = fail(L, ev.start_mark, "duplicate key '%.64s'", key);
                         yaml_event_delete(&ev);
@@ -745,10 +734,10 @@ static int finalize(JobFile *f, JobFileError *err, json_t **node, Context ctx, c
 /* ---- conveniences: rewrite the YAML shorthands into the JSON form ---- */
 
 static int alias_mark(JobFile *f, const char *from, const char *to) {
-        const Mark *m = mark_find(f, from);
-        if (!m || mark_find(f, to))
+        Mark m, unused;
+        if (!mark_find(f, from, &m) || mark_find(f, to, &unused))
                 return 0;
-        return mark_add(f, to, m->line, m->column);
+        return mark_add(f, to, m.line, m.column);
 }
 
 /* "steps: [make]" → {"run": "make"}; "health: cmd" → {"command": "cmd"}. */
@@ -793,21 +782,28 @@ static int rewrite_matrix(JobFile *f, json_t *matrix) {
         if (json_object_set(matrix, "axes", axes) < 0)
                 return -ENOMEM;
 
-        /* matrix.K… → matrix.axes.K… */
-        for (size_t i = 0; i < f->n_marks; i++) {
-                const char *p = f->marks[i].path, *rest;
-                char axis[MAX_KEY + 1], *n;
-                if (!strneq(p, "matrix.", 7))
+        /* matrix.K… → matrix.axes.K…; the new names are collected first,
+         * as an object must not grow while it is iterated. */
+        json_auto_t *moved = json_object();
+        if (!moved)
+                return -ENOMEM;
+        json_object_foreach_safe(f->marks, tmp, key, v) {
+                const char *rest;
+                char axis[MAX_KEY + 1], n[PATH_MAX_LEN + 16];
+                if (!strneq(key, "matrix.", 7))
                         continue;
-                rest = p + 7;
+                rest = key + 7;
                 snprintf(axis, sizeof(axis), "%.*s", (int) MIN(strcspn(rest, ".["), (size_t) MAX_KEY), rest);
                 if (!json_object_get(axes, axis))
                         continue;
-                if (asprintf(&n, "matrix.axes.%s", rest) < 0)
+                snprintf(n, sizeof(n), "matrix.axes.%s", rest);
+                if (strlen(n) < PATH_MAX_LEN - 1 && json_object_set(moved, n, v) < 0)
                         return -ENOMEM;
-                free(f->marks[i].path);
-                f->marks[i].path = n;
+                if (json_object_del(f->marks, key) < 0)
+                        return -ENOMEM;
         }
+        if (json_object_update(f->marks, moved) < 0)
+                return -ENOMEM;
         return alias_mark(f, "matrix", "matrix.axes");
 }
 
@@ -851,6 +847,9 @@ int jobfile_parse(const char *text, size_t size, JobFile **ret, JobFileError *er
         }
         f = calloc(1, sizeof(JobFile));
         if (!f)
+                return -ENOMEM;
+        f->marks = json_object();
+        if (!f->marks)
                 return -ENOMEM;
         if (!yaml_parser_initialize(&L.parser))
                 return -ENOMEM;

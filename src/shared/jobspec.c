@@ -31,7 +31,7 @@
 #define MAX_AXIS_VALUES 256
 #define MAX_MATRIX_ENTRIES 256
 #define MAX_MATRIX_VALUE 256
-#define MAX_COMBINATIONS 65536
+#define MAX_COMBINATIONS 4096
 #define MAX_ARTIFACTS 64
 #define MAX_GLOB 1024
 #define MAX_LABELS 32
@@ -967,9 +967,30 @@ static char *scalar_to_string(const json_t *v) {
         return json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(17));
 }
 
-static bool scalar_equal(const json_t *a, const json_t *b) {
-        _cleanup_free_ char *sa = scalar_to_string(a), *sb = scalar_to_string(b);
-        return sa && sb && streq(sa, sb);
+/* A copy of the matrix with every value in its string form, so that
+ * matching compares strings without allocating: up to 4096 combinations
+ * are each checked against up to 256 exclude entries. */
+static json_t *stringify(const json_t *v) {
+        json_t *copy, *e;
+        const char *key;
+        size_t i;
+
+        if (json_is_object(v)) {
+                copy = json_object();
+                json_object_foreach((json_t *) v, key, e)
+                        if (!copy || json_object_set_new(copy, key, stringify(e)) < 0)
+                                return json_decref(copy), NULL;
+                return copy;
+        }
+        if (json_is_array(v)) {
+                copy = json_array();
+                json_array_foreach(v, i, e)
+                        if (!copy || json_array_append_new(copy, stringify(e)) < 0)
+                                return json_decref(copy), NULL;
+                return copy;
+        }
+        _cleanup_free_ char *s = scalar_to_string(v);
+        return s ? json_string(s) : NULL;
 }
 
 /* Sets every member of src in dst, as strings. */
@@ -1049,7 +1070,7 @@ static bool combination_matches(const json_t *combo, const json_t *entry, const 
                 if (only_keys && !json_object_get(only_keys, key))
                         continue;
                 have = json_object_get(combo, key);
-                if (!have || !scalar_equal(have, v))
+                if (!json_is_string(have) || !json_is_string(v) || !streq(json_string_value(have), json_string_value(v)))
                         return false;
         }
         return true;
@@ -1159,13 +1180,13 @@ static int combination_name(const json_t *combo, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-static int expand_matrix(Expansion *x, const json_t *matrix) {
-        json_auto_t *combos = json_array();
+static int expand_matrix(Expansion *x, const json_t *original) {
+        json_auto_t *combos = json_array(), *matrix = stringify(original);
         size_t i;
         json_t *combo;
         int r;
 
-        if (!combos)
+        if (!combos || !matrix)
                 return -ENOMEM;
         r = matrix_product(x->ctx, matrix, combos);
         if (r < 0)
@@ -1173,6 +1194,8 @@ static int expand_matrix(Expansion *x, const json_t *matrix) {
         r = matrix_include(x->ctx, matrix, combos);
         if (r < 0)
                 return r;
+        if (json_array_size(combos) == 0)
+                return fail(x->ctx, "the matrix has no combinations left: 'exclude' removed them all");
         json_array_foreach(combos, i, combo) {
                 _cleanup_free_ char *name = NULL;
                 r = combination_name(combo, &name);

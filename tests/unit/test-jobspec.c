@@ -229,7 +229,7 @@ static void test_matrix_errors(void) {
         /* ...but excluding one row of 16 brings it to exactly 256. */
         snprintf(buf + l, sizeof(buf) - l, "]},\"exclude\":[{\"A\":16}]}}");
         expect_ok(buf);
-        /* 256^3 combinations are refused before enumeration. */
+        /* 256^3 combinations are refused before enumeration (at most 4096). */
         l = (size_t) snprintf(buf, sizeof(buf), "{" STEPS ",\"matrix\":{\"axes\":{");
         for (int a = 0; a < 3; a++) {
                 l += (size_t) snprintf(buf + l, sizeof(buf) - l, "%s\"A%d\":[", a ? "," : "", a);
@@ -238,7 +238,10 @@ static void test_matrix_errors(void) {
                 l += (size_t) snprintf(buf + l, sizeof(buf) - l, "]");
         }
         snprintf(buf + l, sizeof(buf) - l, "}}}");
-        expect_error(buf, "matrix", "more than 65536 combinations");
+        expect_error(buf, "matrix", "more than 4096 combinations");
+        expect_error("{" STEPS ",\"matrix\":{\"axes\":{\"A\":[1,2]},\"exclude\":[{\"A\":1},{\"A\":\"2\"}]}}", "matrix",
+                     "'exclude' removed them all");
+        expect_ok("{" STEPS ",\"matrix\":{\"axes\":{\"A\":[1,2]},\"exclude\":[{\"A\":1},{\"A\":2}],\"include\":[{\"A\":3}]}}");
         /* Explicit tasks count too. */
         expect_error("{" STEPS ",\"tasks\":[\"t\"],\"matrix\":{\"axes\":{\"A\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16],"
                      "\"B\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]}}}",
