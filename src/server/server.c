@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* `kiln server`: configuration, the data directory, start-up, the reaper
  * thread (lease expiry, offline workers, slow clients) and shutdown. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -163,6 +164,28 @@ int server_data_dir_open(const char *dir, int *ret_fd) {
         return 0;
 }
 
+/* Uploads interrupted by a crash leave ".tmp-*" files behind; nothing refers
+ * to them. Removes them from dir and, with depth, from its subdirectories. */
+static void sweep_temporaries(int dirfd, const char *dir, unsigned depth) {
+        int fd = openat(dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return;
+        }
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                if (strneq(de->d_name, ".tmp-", 5)) {
+                        if (unlinkat(fd, de->d_name, 0) == 0)
+                                log_info("Removed the leftover of an interrupted upload: %s/%s", dir, de->d_name);
+                } else if (depth > 0 && de->d_type == DT_DIR && de->d_name[0] != '.')
+                        sweep_temporaries(fd, de->d_name, depth - 1);
+        }
+        closedir(d);
+}
+
 static void *reaper_main(void *arg) {
         Server *srv = arg;
         uint64_t last_workers = 0;
@@ -198,6 +221,8 @@ static int server_start(Server *srv) {
         r = server_data_dir_open(srv->cfg.data_dir, &srv->data_fd);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up data directory '%s': %m", srv->cfg.data_dir);
+        sweep_temporaries(srv->data_fd, "blobs/sha256", 0);
+        sweep_temporaries(srv->data_fd, "artifacts", 2);
         snprintf(path, sizeof path, "%s/kiln.db", srv->cfg.data_dir);
         r = store_open(path, &so, &srv->store);
         if (r < 0)

@@ -195,7 +195,7 @@ static int conn_open(const char *path, bool writer, StoreConn **ret) {
         sqlite3_extended_result_codes(c->db, 1);
         int r = conn_exec(c, writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                                       "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
-                                    : "PRAGMA query_only=ON;");
+                                    : "PRAGMA query_only=ON; PRAGMA cache_size=-1024;");
         if (r < 0) {
                 conn_free(c);
                 return r;

@@ -122,7 +122,9 @@ def test_kill_9_loses_nothing_acknowledged():
             assert t["state"] == "succeeded" and len(t["attempts"]) == 1
             log = c.get("/api/v1/tasks/%d/log" % a["task"]["id"]).body
             assert log == b"before crash\nafter restart\n"
-        # Nothing left in a temporary name is visible as an artifact.
+        # Interrupted uploads were swept at start; nothing temporary is visible.
+        for root, _, files in os.walk(s.data):
+            assert not [f for f in files if f.startswith(".tmp-")], root
         assert all(not x["name"].startswith(".") for j in ledger.jobs
                    for x in c.get("/api/v1/jobs/%d/artifacts" % j).json()["artifacts"])
     finally:
