@@ -248,18 +248,6 @@ static int userns_create(uint32_t base, int *ret_fd) {
         return 0;
 }
 
-static const struct sock_fprog *seccomp_program(void) {
-        static struct sock_fprog prog;
-        static int state; /* 0 unbuilt, 1 built, -1 failed */
-
-        if (state == 0) {
-                int r = seccomp_default_build(&prog);
-                state = r < 0 ? -1 : 1;
-                if (r < 0)
-                        log_warning_errno(r, "No seccomp filter available: %m");
-        }
-        return state > 0 ? &prog : NULL;
-}
 
 static int disk_image_create(const char *dir, uint64_t size, uint32_t base, char **ret) {
         _cleanup_free_ char *img = NULL;
@@ -532,7 +520,7 @@ int sandbox_prepare(const SandboxConfig *c, Sandbox **ret) {
                 .disk_image = disk,
                 .resolv_conf = resolv,
                 .masks = masks,
-                .seccomp = seccomp_program(),
+                .seccomp = seccomp_default_program(),
         };
         r = start_init(s, &cfg, &a);
         if (r < 0)

@@ -382,14 +382,6 @@ void seccomp_program_free(struct sock_fprog *p) {
         p->len = 0;
 }
 
-int seccomp_apply(const struct sock_fprog *p) {
-        if (!p || !p->filter || p->len == 0)
-                return -EINVAL;
-        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, p, 0, 0) < 0)
-                return -errno;
-        return 0;
-}
-
 size_t seccomp_default_n_rules(void) {
         return ELEMENTSOF(deny_table);
 }

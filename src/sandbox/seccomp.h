@@ -8,6 +8,10 @@
  * it between fork and execve allocates nothing. */
 int seccomp_default_build(struct sock_fprog *ret);
 void seccomp_program_free(struct sock_fprog *p);
+/* The default filter as compiled when kiln was built (seccomp-gen.c), so
+ * that starting a sandbox neither loads libseccomp nor compiles anything. */
+const struct sock_fprog *seccomp_default_program(void);
+
 /* Loads a compiled filter into the calling thread. The caller must have set
  * PR_SET_NO_NEW_PRIVS. Async-signal-safe. */
 int seccomp_apply(const struct sock_fprog *p);
