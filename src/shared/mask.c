@@ -349,6 +349,16 @@ static inline uint32_t node_child(const Masker *m, uint32_t s, uint8_t c) {
         return NONE;
 }
 
+/* Dense rows hold the target state with OUT_FLAG set when a pattern ends
+ * there, so the scanning loop touches only the row. */
+#define OUT_FLAG 0x80000000U
+#define STATE_MASK 0x7fffffffU
+
+static inline uint32_t with_flag(const Masker *m, uint32_t t) {
+        return m->nodes[t].out_len > 0 ? t | OUT_FLAG : t;
+}
+
+/* Returns the next state, with OUT_FLAG when a pattern ends there. */
 static inline uint32_t masker_step(const Masker *m, uint32_t s, uint8_t c) {
         for (;;) {
                 uint32_t t;
@@ -357,7 +367,7 @@ static inline uint32_t masker_step(const Masker *m, uint32_t s, uint8_t c) {
                         return m->delta[(size_t) s * 256 + c];
                 t = node_child(m, s, c);
                 if (t != NONE)
-                        return t;
+                        return with_flag(m, t);
                 s = m->nodes[s].fail;
         }
 }
@@ -459,7 +469,7 @@ static void masker_link(Masker *m, const uint32_t *parent, const bool *terminal)
                 if (s == 0 || parent[s] == 0)
                         n->fail = 0;
                 else
-                        n->fail = masker_step(m, m->nodes[parent[s]].fail, n->byte);
+                        n->fail = masker_step(m, m->nodes[parent[s]].fail, n->byte) & STATE_MASK;
                 n->out_len = terminal[s] ? n->depth : m->nodes[n->fail].out_len;
 
                 if (s >= m->n_dense)
@@ -472,6 +482,12 @@ static void masker_link(Masker *m, const uint32_t *parent, const bool *terminal)
                 for (uint32_t i = n->child_start; i < n->child_start + n->child_count; i++)
                         row[m->nodes[i].byte] = i;
         }
+}
+
+/* Out lengths are only final once every failure link is: flags last. */
+static void masker_flag_rows(Masker *m) {
+        for (size_t i = 0; i < (size_t) m->n_dense * 256; i++)
+                m->delta[i] = with_flag(m, m->delta[i]);
 }
 
 static int masker_compile(Masker *m, PatternSet *s) {
@@ -501,6 +517,7 @@ static int masker_compile(Masker *m, PatternSet *s) {
         if (!m->delta)
                 return -ENOMEM;
         masker_link(m, parent, terminal);
+        masker_flag_rows(m);
 
         /* Pending ranges all lie in the last max_len bytes, are at least
          * MASK_SECRET_MIN long and never touch: this many always fit. */
@@ -652,8 +669,10 @@ int masker_feed(Masker *m, const void *data, size_t n, Buf *out) {
                 return r;
 
         for (size_t i = 0; i < n; i++) {
-                s = masker_step(m, s, d[i]);
-                if (_unlikely_(m->nodes[s].out_len > 0)) {
+                uint32_t t = masker_step(m, s, d[i]);
+
+                s = t & STATE_MASK;
+                if (_unlikely_(t & OUT_FLAG)) {
                         uint64_t end = in.pos + i + 1;
                         add_range(m, end - m->nodes[s].out_len, end);
                         if (m->n_ranges == m->ranges_cap)
