@@ -303,6 +303,9 @@ static int secret_set_offline(const AdminArgs *a, const char *name, const char *
         Store *s;
         int r;
 
+        r = mkdir_p(a->data, 0750);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create data directory '%s': %m", a->data);
         r = secrets_key_load(a->data, key);
         if (r < 0)
                 return log_error_errno(r, "Failed to load the secrets key in '%s': %m", a->data);

@@ -455,6 +455,14 @@ def test_secrets(server):
     assert os.stat(key).st_mode & 0o777 == 0o600
     with open(os.path.join(server.data, "kiln.db"), "rb") as f:
         assert b"hunter2" not in f.read()
+    # Offline on the data directory, under the same key.
+    p = kiln_out("secret", "set", "OFFLINE", "--data", server.data, stdin=b"set-offline-value")
+    assert p.returncode == 0, p.stderr
+    j3 = submit(server, dict(SPEC, secrets=["OFFLINE"]))
+    a3 = w.claim()
+    assert a3["job"] == j3["id"] and a3["secrets"] == {"OFFLINE": "set-offline-value"}
+    p = kiln_out("secret", "delete", "OFFLINE", "--data", server.data)
+    assert p.returncode == 0, p.stderr
     p = kiln_out("secret", "delete", "UNUSED", env=env)
     assert p.returncode == 0
     assert server.client().get("/api/v1/secrets").json()["secrets"] == ["DB_PASSWORD"]
