@@ -707,15 +707,18 @@ static int pack_visit(Packer *p, int dfd, const Frame *f, const char *prefix, un
                             PACK_VISIT_MAX);
         if (asprintf(&path, "%s%s%s", prefix, *prefix ? "/" : "", name) < 0)
                 return -ENOMEM;
-        if (strlen(path) > p->limits->max_path_len || depth + 1 > p->limits->max_depth)
-                return fail(p->error, -ENAMETOOLONG, "Path '%s' is too long or too deep", P(path));
-        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                return fail(p->error, -errno, "Cannot stat '%s': %m", P(path));
-
         match = globs_match(p->globs, path);
         if (p->exclude && match)
                 return 0;
         selected = p->exclude || selected || match;
+        if (strlen(path) > p->limits->max_path_len || depth + 1 > p->limits->max_depth) {
+                /* Nothing this deep can be packed; only say so when it was asked for. */
+                if (!selected)
+                        return 0;
+                return fail(p->error, -ENAMETOOLONG, "Path '%s' is too long or too deep", P(path));
+        }
+        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return fail(p->error, -errno, "Cannot stat '%s': %m", P(path));
 
         e = (PackEntry) { .path = path, .mode = st.st_mode, .mtime = st.st_mtim.tv_sec };
         if (S_ISDIR(st.st_mode)) {

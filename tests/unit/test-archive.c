@@ -498,6 +498,15 @@ static void test_pack_globs(void) {
         l.max_total_bytes = 100;
         CHECK_EQ_INT(archive_pack_dir(src, NULL, out, &l, NULL, &err), -EFBIG);
         CHECK(strstr(err.message, "a/b/file"));
+        /* Too deep only matters for what is packed. */
+        l = archive_limits_default;
+        l.max_depth = 2;
+        CHECK_EQ_INT(archive_pack_dir(src, NULL, out, &l, NULL, &err), -ENAMETOOLONG);
+        CHECK(strstr(err.message, "'a/b/file' is too long or too deep"));
+        CHECK(ftruncate(out, 0) == 0 && lseek(out, 0, SEEK_SET) == 0);
+        CHECK_EQ_INT(archive_pack_dir(src, (char *[]) { "a/b", NULL }, out, &l, NULL, &err), 0);
+        list_entries(out, list, sizeof(list));
+        CHECK_STREQ(list, "a/|a.b|a/x.o|build/|build/out|empty/|l1|run.sh|top.txt");
         safe_close(out);
         safe_close(src);
 }
