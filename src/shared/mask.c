@@ -170,7 +170,7 @@ enum {
         JSON_SLASH = 1 << 0,      /* "\/" */
         JSON_UPPER = 1 << 1,      /* \u001B rather than \u001b */
         JSON_ASCII = 1 << 2,      /* non-ASCII as \uXXXX (Python's ensure_ascii) */
-        JSON_HTML = 1 << 3,       /* < > & as \u003c... (Go's encoding/json) */
+        JSON_HTML = 1 << 3,       /* < > & U+2028 U+2029 as \u003c... (Go's encoding/json) */
         _JSON_FLAGS_ALL = (1 << 4) - 1,
 };
 
@@ -234,9 +234,15 @@ static int add_json(PatternSet *s, const uint8_t *p, size_t n, unsigned flags) {
 
         for (size_t i = 0; i < n;) {
                 uint32_t cp;
-                size_t len = p[i] >= 0x80 && (flags & JSON_ASCII) ? utf8_decode(p + i, n - i, &cp) : 0;
+                size_t len = p[i] >= 0x80 && (flags & (JSON_ASCII | JSON_HTML))
+                                     ? utf8_decode(p + i, n - i, &cp)
+                                     : 0;
 
-                if (len == 0) {
+                /* Go escapes U+2028 and U+2029 along with < > &. */
+                if (len > 0 && !(flags & JSON_ASCII) && cp != 0x2028 && cp != 0x2029) {
+                        r = buf_append(&b, p + i, len);
+                        i += len;
+                } else if (len == 0) {
                         r = json_escape_byte(&b, p[i], flags);
                         i++;
                 } else if (cp >= 0x10000) {

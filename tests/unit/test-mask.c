@@ -133,6 +133,7 @@ static void test_json(void) {
         char *sec[] = { "a\"b\\c/d\ne\x01" "f\x1bz", NULL };
         char *uni[] = { "p\xc3\xa4ssw\xc3\xb6rd-\xf0\x9f\x98\x80x", NULL };
         char *html[] = { "a<b>&cdef", NULL };
+        char *go[] = { "line\xe2\x80\xa8sep\xc3\xa9", NULL };
 
         check_masks(sec, "{\"k\":\"a\\\"b\\\\c/d\\ne\\u0001f\\u001bz\"}", "{\"k\":\"***\"}");
         check_masks(sec, "{\"k\":\"a\\\"b\\\\c\\/d\\ne\\u0001f\\u001Bz\"}", "{\"k\":\"***\"}");
@@ -141,6 +142,7 @@ static void test_json(void) {
         check_masks(uni, "\"p\\u00E4ssw\\u00F6rd-\\uD83D\\uDE00x\"", "\"***\"");
         check_masks(uni, "\"p\xc3\xa4ssw\xc3\xb6rd-\xf0\x9f\x98\x80x\"", "\"***\"");
         check_masks(html, "\"a\\u003cb\\u003e\\u0026cdef\"", "\"***\"");
+        check_masks(go, "\"line\\u2028sep\xc3\xa9\"", "\"***\"");
 }
 
 static void test_multiline(void) {
