@@ -36,6 +36,8 @@ static void usage(FILE *f) {
                    "  --max-artifact-size SIZE  artifacts (1G)\n"
                    "  --max-log-chunk SIZE      one log append (8M)\n"
                    "  --max-connections N       concurrent connections (1024)\n"
+                   "  --worker-timeout DURATION a worker not heard from this long is offline\n"
+                   "                            (90s, at least twice the lease TTL)\n"
                    "\nEnvironment: KILN_LISTEN, KILN_DATA.\n");
 }
 
@@ -53,7 +55,7 @@ static int parse_size_opt(const char *name, const char *v, uint64_t *ret) {
 
 static int parse_args(int argc, char **argv, ServerConfig *cfg) {
         enum { ARG_LISTEN = 0x100, ARG_DATA, ARG_TTL, ARG_INFRA, ARG_HDR, ARG_BODY, ARG_BLOB, ARG_ART,
-               ARG_LOG, ARG_CONNS };
+               ARG_LOG, ARG_CONNS, ARG_WORKER_TIMEOUT };
         static const struct option opts[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "listen", required_argument, NULL, ARG_LISTEN },
@@ -66,6 +68,7 @@ static int parse_args(int argc, char **argv, ServerConfig *cfg) {
                 { "max-artifact-size", required_argument, NULL, ARG_ART },
                 { "max-log-chunk", required_argument, NULL, ARG_LOG },
                 { "max-connections", required_argument, NULL, ARG_CONNS },
+                { "worker-timeout", required_argument, NULL, ARG_WORKER_TIMEOUT },
                 {}
         };
         int c, r = 0;
@@ -85,6 +88,9 @@ static int parse_args(int argc, char **argv, ServerConfig *cfg) {
                         break;
                 case ARG_TTL:
                         r = parse_duration_opt("--lease-ttl", optarg, &cfg->lease_ttl_usec);
+                        break;
+                case ARG_WORKER_TIMEOUT:
+                        r = parse_duration_opt("--worker-timeout", optarg, &cfg->worker_timeout_usec);
                         break;
                 case ARG_HDR:
                         r = parse_duration_opt("--header-timeout", optarg, &cfg->header_timeout_usec);
@@ -122,6 +128,8 @@ static int parse_args(int argc, char **argv, ServerConfig *cfg) {
                 return log_error_errno(EINVAL, "Unexpected argument '%s'.", argv[optind]);
         if (!cfg->data_dir)
                 return log_error_errno(EINVAL, "No data directory: pass --data DIR or set KILN_DATA.");
+        if (cfg->worker_timeout_usec == 0)
+                cfg->worker_timeout_usec = MAX(90 * 1000000ULL, 2 * cfg->lease_ttl_usec);
         const char *colon = strrchr(cfg->listen, ':');
         if (!colon || colon == cfg->listen || safe_atou(colon + 1, &u) < 0 || u > 65535)
                 return log_error_errno(EINVAL, "Invalid --listen '%s': expected ADDR:PORT, e.g. 127.0.0.1:8750.",
@@ -142,6 +150,7 @@ static void config_defaults(ServerConfig *cfg) {
                 .max_log_chunk = 8 * 1024 * 1024,
                 .max_infra_retries = 3,
                 .max_connections = 1024,
+                .worker_timeout_usec = 0, /* 90 s, at least 2 × TTL */
         };
 }
 
@@ -198,8 +207,10 @@ static void *reaper_main(void *arg) {
                         log_info("%u lease(s) expired; their tasks were requeued or marked lost.", n);
                 }
                 uint64_t now = store_now_mono();
-                if (now - last_workers > 5 * 1000000ULL) {
-                        (void) store_workers_reap(srv->store, 2 * srv->cfg.lease_ttl_usec + 60 * 1000000ULL, NULL);
+                if (now - last_workers > 1000000ULL) {
+                        /* Claims (also inside a long poll) and heartbeats mark
+                         * a worker seen often enough; see api_claim(). */
+                        (void) store_workers_reap(srv->store, srv->cfg.worker_timeout_usec, NULL);
                         last_workers = now;
                 }
                 http_reap_slow_connections(srv);

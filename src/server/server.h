@@ -26,6 +26,7 @@ typedef struct ServerConfig {
         uint64_t max_log_chunk;
         unsigned max_infra_retries;
         unsigned max_connections;
+        uint64_t worker_timeout_usec;
 } ServerConfig;
 
 typedef struct Request Request;

@@ -106,3 +106,27 @@ def test_infrastructure_retries_are_capped():
         assert w.claim() is None
     finally:
         s.cleanup()
+
+
+def test_silent_worker_goes_offline_and_comes_back():
+    s = Server(args=["--worker-timeout", "2s"]).start()
+    try:
+        w = Worker(s, name="sleepy")
+        poller = Worker(s, name="poller")
+        t, out = in_thread(poller.claim, 6)
+
+        def state(wid):
+            ws = s.client().get("/api/v1/workers").json()["workers"]
+            return [x["state"] for x in ws if x["id"] == wid][0]
+        assert state(w.id) == "online"
+        assert wait_for(lambda: state(w.id) == "offline", timeout=6)
+        # A worker inside a long poll is alive.
+        assert state(poller.id) == "online"
+        t.join(10)
+        assert w.claim() is None
+        assert state(w.id) == "online"
+        ev = s.client().get("/api/v1/events?follow=0").body.decode()
+        assert '"type":"worker","id":%d,"state":"offline"' % w.id in ev
+        assert '"type":"worker","id":%d,"state":"offline"' % poller.id not in ev
+    finally:
+        s.cleanup()
