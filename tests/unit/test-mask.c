@@ -267,6 +267,82 @@ static void test_big_chunk(void) {
         CHECK_EQ_INT(masker_bytes_masked(m), 0);
 }
 
+/* More matches in one feed than the masker keeps ranges for at a time. */
+static void test_many_matches(void) {
+        char *sec[] = { "SuperSecret123", NULL };
+        _cleanup_(masker_freep) Masker *m = NULL;
+        _cleanup_(buf_done) Buf in = BUF_INIT(0), expect = BUF_INIT(0);
+        _cleanup_free_ char *got = NULL;
+
+        for (int i = 0; i < 10000; i++) {
+                CHECK(buf_append(&in, i % 2 ? "SuperSecret123 " : "SuperSecret123.", 15) == 0);
+                CHECK(buf_append(&expect, i % 2 ? "*** " : "***.", 4) == 0);
+        }
+        CHECK(buf_append(&expect, "", 1) == 0);
+        CHECK(masker_new(sec, &m) == 0);
+        got = mask_with(m, in.data, in.len, 0);
+        CHECK_STREQ(got, (char *) expect.data);
+        CHECK_EQ_INT(masker_bytes_masked(m), 10000 * 14);
+}
+
+static uint64_t rnd(uint64_t *state) {
+        *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
+        return *state >> 33;
+}
+
+/* Against a naive reference on random text over {a, b, x} with random
+ * secrets over {a, b}: every byte inside any occurrence is masked, each run
+ * of masked bytes becomes one "***". (Over this alphabet the other
+ * encodings of a secret are the secret itself or cannot occur.) Pieces of
+ * random length. */
+static void test_random_differential(void) {
+        uint64_t seed = 42;
+
+        for (int round = 0; round < 300; round++) {
+                char secrets[4][10], in[257], expect[1024];
+                char *sec[5] = {};
+                bool masked[256] = {};
+                size_t n_sec = 1 + rnd(&seed) % 4, n = 1 + rnd(&seed) % 256, o = 0;
+                _cleanup_(masker_freep) Masker *m = NULL;
+                _cleanup_(buf_done) Buf out = BUF_INIT(0);
+
+                for (size_t k = 0; k < n_sec; k++) {
+                        size_t len = 6 + rnd(&seed) % 4;
+                        for (size_t i = 0; i < len; i++)
+                                secrets[k][i] = "ab"[rnd(&seed) % 2];
+                        secrets[k][len] = 0;
+                        sec[k] = secrets[k];
+                }
+                for (size_t i = 0; i < n; i++)
+                        in[i] = "aaabbbx"[rnd(&seed) % 7];
+                in[n] = 0;
+                for (size_t k = 0; k < n_sec; k++)
+                        for (const char *p = in; (p = strstr(p, secrets[k])); p++)
+                                memset(masked + (p - in), 1, strlen(secrets[k]));
+                for (size_t i = 0; i < n; i++) {
+                        if (!masked[i])
+                                expect[o++] = in[i];
+                        else if (i == 0 || !masked[i - 1])
+                                memcpy(expect + o, "***", 3), o += 3;
+                }
+                expect[o] = 0;
+
+                CHECK(masker_new(sec, &m) == 0);
+                for (size_t i = 0; i < n;) {
+                        size_t want = 1 + rnd(&seed) % 20, piece = MIN(n - i, want);
+                        CHECK(masker_feed(m, in + i, piece, &out) == 0);
+                        i += piece;
+                }
+                CHECK(masker_flush(m, &out) == 0);
+                CHECK(buf_append(&out, "", 1) == 0);
+                if (strcmp((char *) out.data, expect) != 0) {
+                        fprintf(stderr, "round %d: in '%s'\n got '%s'\n expected '%s'\n", round,
+                                in, (char *) out.data, expect);
+                        exit(1);
+                }
+        }
+}
+
 static void test_throughput(void) {
         char *sec[21];
         char names[20][40];
@@ -313,6 +389,8 @@ int main(void) {
         test_splits();
         test_holdback_and_flush();
         test_big_chunk();
+        test_many_matches();
+        test_random_differential();
         test_throughput();
         return 0;
 }
