@@ -539,3 +539,42 @@ def test_slow_header_client_does_not_delay_others():
         assert c.get("/healthz").status == 200
     finally:
         s.cleanup()
+
+
+def test_garbage_never_crashes_or_500s(server):
+    import random
+    rnd = random.Random(1234)
+    w = Worker(server)
+    submit(server)
+    a = w.claim()
+    # Valid claims among the garbage must not wait for work.
+    submit(server, dict(SPEC, tasks=["t%d" % i for i in range(200)]))
+    endpoints = [
+        ("POST", "/api/v1/jobs", server.admin), ("POST", "/api/v1/tokens", server.admin),
+        ("PUT", "/api/v1/secrets/S", server.admin), ("POST", "/api/v1/blobs/missing", server.admin),
+        ("POST", "/api/v1/workers/register", server.admin), ("POST", "/api/v1/workers/claim", w.token),
+        ("POST", "/api/v1/leases/%d/heartbeat" % a["lease"], w.token),
+        ("POST", "/api/v1/leases/%d/finish" % a["lease"], w.token),
+        ("POST", "/api/v1/leases/%d/log?fence=%d&offset=0" % (a["lease"], a["fence"]), w.token),
+        ("GET", "/api/v1/jobs?limit=%s&before=%s", server.admin),
+        ("GET", "/api/v1/tasks/%s/log?offset=%s&attempt=%s", server.admin),
+    ]
+    values = [None, True, 0, -1, 2 ** 63, 1e308, "", "x" * 5000, [], {}, [[[]]], {"a": {"b": 1}}]
+    keys = ["name", "kind", "value", "digests", "labels", "slots", "wait", "fence", "state", "exit_code",
+            "log_size", "steps", "tasks", "matrix", "retry", "secrets", "workspace"]
+    c = Client(server.port)
+    for i in range(500):
+        method, path, tok = endpoints[i % len(endpoints)]
+        if "%s" in path:
+            path = path % tuple(rnd.choice(["1", "-1", "x", "99999999999999999999", "%00"]) for _ in range(path.count("%s")))
+        kind = rnd.random()
+        if kind < 0.3:
+            body = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 200)))
+        elif kind < 0.6:
+            body = json.dumps(rnd.choice(values)).encode()
+        else:
+            body = json.dumps({rnd.choice(keys): rnd.choice(values) for _ in range(rnd.randint(1, 4))}).encode()
+        r = c.request(method, path, body if method != "GET" else None, token=tok, raw=True)
+        assert r.status < 500, (method, path, body[:100], r)
+    assert Client(server.port).get("/healthz").status == 200
+    assert server.proc.poll() is None
