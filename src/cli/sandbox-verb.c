@@ -4,14 +4,17 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <poll.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "fd-util.h"
 #include "fs-util.h"
 #include "log.h"
 #include "parse-util.h"
@@ -222,18 +225,19 @@ static char **build_env(char **extra) {
         return env;
 }
 
-static volatile sig_atomic_t got_signal;
-
-static void on_signal(int sig) {
-        got_signal = sig;
-}
-
-static void install_forwarding(void) {
-        struct sigaction sa = { .sa_handler = on_signal }; /* no SA_RESTART: interrupt the wait */
-        int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
-        sigemptyset(&sa.sa_mask);
-        for (size_t i = 0; i < ELEMENTSOF(sigs); i++)
-                sigaction(sigs[i], &sa, NULL);
+/* Signals for the command are taken through a signalfd polled together with
+ * the sandbox, so that none is lost between a check and a wait. */
+static int forwarding_signals(void) {
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGQUIT);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return -errno;
+        int fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        return fd < 0 ? -errno : fd;
 }
 
 static int need_root(void) {
@@ -272,7 +276,9 @@ static int sandbox_run(int argc, char **argv) {
         if (!env)
                 return log_error_errno(ENOMEM, "Out of memory"), 1;
 
-        install_forwarding();
+        _cleanup_close_ int sfd = forwarding_signals();
+        if (sfd < 0)
+                return log_error_errno(sfd, "signalfd: %m"), 1;
         r = sandbox_prepare(&o.config, &s);
         if (r < 0)
                 return 1;
@@ -286,29 +292,32 @@ static int sandbox_run(int argc, char **argv) {
         uint64_t deadline = o.timeout_usec ? now_usec(CLOCK_MONOTONIC) + o.timeout_usec : UINT64_MAX;
         bool timed_out = false;
         for (;;) {
+                struct pollfd p[2] = {
+                        { .fd = sandbox_control_fd(s), .events = POLLIN },
+                        { .fd = sfd, .events = POLLIN },
+                };
                 uint64_t now = now_usec(CLOCK_MONOTONIC);
-                r = sandbox_wait(s, id, deadline == UINT64_MAX ? UINT64_MAX : (deadline > now ? deadline - now : 0),
-                                 &st);
+                int ms = deadline == UINT64_MAX ? -1 : now >= deadline ? 0 : (int) ((deadline - now + 999) / 1000);
+                if (poll(p, 2, ms) < 0 && errno != EINTR)
+                        return log_error_errno(errno, "poll: %m"), 1;
+                struct signalfd_siginfo si;
+                while (read(sfd, &si, sizeof si) == (ssize_t) sizeof si)
+                        (void) sandbox_signal(s, id, (int) si.ssi_signo);
+                r = sandbox_wait(s, id, 0, &st);
                 if (r >= 0)
                         break;
-                if (r == -EINTR) {
-                        int sig = got_signal;
-                        got_signal = 0;
-                        if (sig)
-                                (void) sandbox_signal(s, id, sig);
-                        continue;
+                if (r != -ETIME) {
+                        log_error_errno(r, "Lost the sandbox: %m");
+                        return 1;
                 }
-                if (r == -ETIME && !timed_out) {
-                        log_error("Timed out; stopping the command");
-                        timed_out = true;
-                        (void) sandbox_signal_all(s, SIGTERM);
-                        deadline = now_usec(CLOCK_MONOTONIC) + o.kill_after_usec;
+                if (now_usec(CLOCK_MONOTONIC) < deadline)
                         continue;
-                }
-                if (r == -ETIME)
+                if (timed_out)
                         break; /* the grace period is over: destroying kills everything */
-                log_error_errno(r, "Lost the sandbox: %m");
-                return 1;
+                log_error("Timed out; stopping the command");
+                timed_out = true;
+                (void) sandbox_signal_all(s, SIGTERM);
+                deadline = now_usec(CLOCK_MONOTONIC) + o.kill_after_usec;
         }
         if (timed_out)
                 return 124;

@@ -160,6 +160,10 @@ pid_t sandbox_init_pid(const Sandbox *s) {
         return s->init_pid;
 }
 
+int sandbox_control_fd(const Sandbox *s) {
+        return s->control_fd;
+}
+
 const char *sandbox_state_dir(const Sandbox *s) {
         return s->dir;
 }
@@ -654,10 +658,9 @@ int sandbox_wait(Sandbox *s, uint64_t id, uint64_t timeout_usec, SandboxExitStat
                         }
                 int ms = -1;
                 if (deadline != UINT64_MAX) {
+                        /* Past the deadline, still take what is already there. */
                         uint64_t now = now_usec(CLOCK_MONOTONIC);
-                        if (now >= deadline)
-                                return -ETIME;
-                        ms = (int) MIN((deadline - now + 999) / 1000, (uint64_t) INT32_MAX);
+                        ms = now >= deadline ? 0 : (int) MIN((deadline - now + 999) / 1000, (uint64_t) INT32_MAX);
                 }
                 MsgHeader m;
                 int r = read_msg(s, ms, &m);

@@ -80,7 +80,8 @@ int sandbox_prepare(const SandboxConfig *c, Sandbox **ret);
 /* Starts a command; ret_id names it for wait and signal. */
 int sandbox_spawn(Sandbox *s, const SandboxExec *e, uint64_t *ret_id);
 /* Waits for the command to end. timeout_usec == UINT64_MAX waits forever;
- * returns -ETIME when the timeout passed first. */
+ * returns -ETIME when the timeout passed first; 0 only takes what has
+ * already arrived. */
 int sandbox_wait(Sandbox *s, uint64_t id, uint64_t timeout_usec, SandboxExitStatus *ret);
 /* Signals the command's process group. */
 int sandbox_signal(Sandbox *s, uint64_t id, int sig);
@@ -90,6 +91,9 @@ int sandbox_signal_all(Sandbox *s, int sig);
 int sandbox_exec(Sandbox *s, const SandboxExec *e, uint64_t timeout_usec, SandboxExitStatus *ret);
 
 const char *sandbox_id(const Sandbox *s);
+/* Readable when init has something to report: for callers that poll it
+ * together with their own fds, then call sandbox_wait() with timeout 0. */
+int sandbox_control_fd(const Sandbox *s);
 pid_t sandbox_init_pid(const Sandbox *s);
 /* The directory that holds the sandbox's host-side state. */
 const char *sandbox_state_dir(const Sandbox *s);
