@@ -129,6 +129,10 @@ int api_metrics(Request *r) {
                         srv->metrics.lease_expiries);
         metrics_counter(f, "kiln_finishes_total", "Attempts finished by their worker.", srv->metrics.finishes);
         metrics_counter(f, "kiln_log_bytes_total", "Log bytes received.", srv->metrics.log_bytes);
+        uint64_t commits, ops;
+        store_commit_stats(srv->store, &commits, &ops);
+        metrics_counter(f, "kiln_store_commits_total", "Store transactions committed (group commits).", commits);
+        metrics_counter(f, "kiln_store_write_ops_total", "Write operations carried by those commits.", ops);
         metrics_http(f, srv);
         if (fclose(f) != 0) {
                 free(buf);

@@ -47,6 +47,7 @@ struct Store {
         StoreOp *ops_head, **ops_tail;
         StoreDirty dirty; /* only touched by the writer thread */
         int64_t last_event;
+        uint64_t n_commits, n_ops; /* under op_lock */
 
         pthread_mutex_t pool_lock;
         StoreConn *pool;

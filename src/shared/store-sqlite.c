@@ -242,6 +242,13 @@ int store_schema_version(Store *s) {
         return (int) ELEMENTSOF(migrations);
 }
 
+void store_commit_stats(Store *s, uint64_t *ret_commits, uint64_t *ret_ops) {
+        pthread_mutex_lock(&s->op_lock);
+        *ret_commits = s->n_commits;
+        *ret_ops = s->n_ops;
+        pthread_mutex_unlock(&s->op_lock);
+}
+
 uint64_t store_lease_ttl(Store *s) {
         return s->opts.lease_ttl_usec;
 }
@@ -361,8 +368,11 @@ static void *writer_main(void *arg) {
                         publish(s, s->last_event);
 
                 pthread_mutex_lock(&s->op_lock);
-                for (StoreOp *op = batch; op; op = op->next)
+                s->n_commits++;
+                for (StoreOp *op = batch; op; op = op->next) {
                         op->done = true;
+                        s->n_ops++;
+                }
                 pthread_cond_broadcast(&s->done_cond);
         }
         pthread_mutex_unlock(&s->op_lock);

@@ -48,6 +48,8 @@ uint64_t store_now_mono(void);
 int64_t store_now_wall(void);
 
 int store_schema_version(Store *s);
+/* Group commit: transactions committed and write operations they carried. */
+void store_commit_stats(Store *s, uint64_t *ret_commits, uint64_t *ret_ops);
 uint64_t store_lease_ttl(Store *s);
 
 /* Change notification. Each counter only grows; a waiter snapshots them

@@ -38,6 +38,10 @@ def test_two_workers_race_for_1000_tasks_each_claimed_and_finished_once():
         assert len(both) == 1000 and set(both) == all_tasks
         assert claimed[0] and claimed[1], "both workers got work"
         c = s.client()
+        # Concurrent requests shared commits.
+        m = dict(line.split(" ") for line in c.get("/metrics").body.decode().splitlines()
+                 if line.startswith("kiln_store_"))
+        assert int(m["kiln_store_write_ops_total"]) > int(m["kiln_store_commits_total"])
         for j in jobs:
             jj = c.get("/api/v1/jobs/%d" % j["id"]).json()
             assert jj["state"] == "succeeded"
