@@ -318,7 +318,15 @@ static int setup_proc(const Rootfs *f) {
 }
 
 static int setup_dev(const Rootfs *f) {
-        static const char *const devices[] = { "null", "zero", "full", "random", "urandom", "tty" };
+        /* The classic character devices, created rather than bind-mounted: one
+         * mknod() each instead of a file and a mount, here and at teardown. */
+        static const struct {
+                const char *name;
+                unsigned major, minor;
+        } devices[] = {
+                { "null", 1, 3 }, { "zero", 1, 5 },    { "full", 1, 7 },
+                { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 },
+        };
         static const struct {
                 const char *target, *link;
         } links[] = {
@@ -335,15 +343,12 @@ static int setup_dev(const Rootfs *f) {
         if (r < 0)
                 return r;
         for (size_t i = 0; i < ELEMENTSOF(devices); i++) {
-                snprintf(src, sizeof src, "/dev/%s", devices[i]);
+                snprintf(src, sizeof src, "/dev/%s", devices[i].name);
                 if (join(path, sizeof path, f->root, src) < 0)
                         return -ENAMETOOLONG;
-                _cleanup_close_ int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
-                if (fd < 0)
-                        return -errno;
-                r = bind_at(f, src, src, false);
-                if (r < 0)
-                        return r;
+                if (mknod(path, S_IFCHR | 0666, makedev(devices[i].major, devices[i].minor)) < 0 ||
+                    chmod(path, 0666) < 0) /* past the umask */
+                        return log_error_errno(errno, "Failed to create %s: %m", src);
         }
         for (size_t i = 0; i < ELEMENTSOF(links); i++) {
                 if (join(path, sizeof path, f->root, links[i].link) < 0)
