@@ -2,6 +2,8 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -52,6 +54,18 @@ static inline int negative_errno(int e) {
                 return -EIO;
         return e < 0 ? e : -e;
 }
+
+/* IN_SET(x, a, b, c): x equals one of the (int) values listed. */
+#define IN_SET(x, ...)                                                          \
+        ({                                                                      \
+                const int _set_[] = { __VA_ARGS__ };                            \
+                int _x_ = (x);                                                  \
+                bool _found_ = false;                                           \
+                for (size_t _i_ = 0; _i_ < sizeof(_set_) / sizeof(_set_[0]); _i_++) \
+                        if (_set_[_i_] == _x_)                                  \
+                                _found_ = true;                                 \
+                _found_;                                                        \
+        })
 
 #define streq(a, b) (strcmp((a), (b)) == 0)
 #define strneq(a, b, n) (strncmp((a), (b), (n)) == 0)

@@ -218,7 +218,11 @@ static int setup_layers(Rootfs *f) {
          * base+N on the host, which is N inside the sandbox. */
         r = attach_idmapped(f->image, f->lower, a->userns_fd);
         if (r < 0)
-                return log_error_errno(r, "Failed to attach the image '%s': %m", f->image);
+                return log_error_errno(r, "Failed to attach the image '%s': %m%s", f->image,
+                                       IN_SET(r, -EINVAL, -ENOSYS, -EOPNOTSUPP)
+                                               ? " (the ns sandbox needs idmapped mounts: Linux >= 5.19 "
+                                                 "and an image on a file system that supports them)"
+                                               : "");
         return 0;
 }
 
