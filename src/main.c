@@ -11,6 +11,7 @@ static const Verb verbs[] = {
         { "server", verb_server, "run the control plane: API, queue, logs, artifacts" },
         { "token", verb_token, "create, list and revoke API tokens" },
         { "secret", verb_secret, "set, list and delete secrets" },
+        { "worker", verb_worker, "run tasks from a server's queue in fresh sandboxes" },
         { "sandbox", verb_sandbox, "run a command in a fresh sandbox; manage sandboxes" },
         { "validate", verb_validate, "check a kiln.yml and show the job it describes" },
         { "version", verb_version, "print kiln's version" },

@@ -15,6 +15,7 @@ int verb_server(int argc, char **argv);
 int verb_token(int argc, char **argv);
 int verb_secret(int argc, char **argv);
 int verb_sandbox(int argc, char **argv);
+int verb_worker(int argc, char **argv);
 int verb_validate(int argc, char **argv);
 int verb_version(int argc, char **argv);
 int verb_help(int argc, char **argv);

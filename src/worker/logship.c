@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "fd-util.h"
+#include "log.h"
+#include "logship.h"
+
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+#define APPEND_TIMEOUT_MS 20000L
+
+struct LogShip {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        pthread_t thread;
+        bool thread_started;
+        Client *client;
+        int fd;
+        char *path;
+        int64_t lease, fence;
+        uint64_t max_bytes, chunk_max;
+        uint64_t written, acked, dropped;
+        bool closed, truncated, stop;
+        int result; /* 1 while running, then 0, -ESTALE or -ECANCELED */
+        atomic_bool abort_flag;
+};
+
+static void sleep_ms(LogShip *l, unsigned ms) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long) (ms % 1000) * 1000000L;
+        ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_mutex_lock(&l->lock);
+        if (!l->stop)
+                pthread_cond_timedwait(&l->cond, &l->lock, &ts);
+        pthread_mutex_unlock(&l->lock);
+}
+
+/* Sends [from, to) once. Returns the server's new offset, -ESTALE, or -EAGAIN
+ * to retry later. */
+static int64_t send_chunk(LogShip *l, uint64_t from, uint64_t to, void *buf) {
+        char path[128];
+        ClientReply rep = {};
+        size_t n = (size_t) (to - from);
+
+        ssize_t k = pread(l->fd, buf, n, (off_t) from);
+        if (k != (ssize_t) n)
+                return -EIO;
+        snprintf(path, sizeof path, "/api/v1/leases/%" PRId64 "/log?fence=%" PRId64 "&offset=%" PRIu64,
+                 l->lease, l->fence, from);
+        int r = client_post_raw(l->client, path, buf, n, APPEND_TIMEOUT_MS, &rep);
+        if (r < 0) {
+                log_debug_errno(r, "Log append at %" PRIu64 " failed, will retry: %m", from);
+                return -EAGAIN;
+        }
+        int64_t off = client_reply_offset(&rep);
+        long status = rep.status;
+        client_reply_done(&rep);
+        if (status == 200 && off >= 0)
+                return off;
+        if (status == 416 && off >= 0)
+                return off; /* a gap: resend from what the server holds */
+        if (status == 409 || status == 404)
+                return -ESTALE;
+        log_debug("Log append at %" PRIu64 " answered %ld, will retry", from, status);
+        return -EAGAIN;
+}
+
+static void *ship_thread(void *arg) {
+        LogShip *l = arg;
+        _cleanup_free_ void *buf = malloc(l->chunk_max);
+        unsigned backoff = BACKOFF_MIN_MS;
+        int result = 0;
+
+        if (!buf)
+                result = -ENOMEM;
+        for (; buf;) {
+                pthread_mutex_lock(&l->lock);
+                while (!l->stop && l->acked >= l->written && !l->closed)
+                        pthread_cond_wait(&l->cond, &l->lock);
+                if (l->stop) {
+                        pthread_mutex_unlock(&l->lock);
+                        result = -ECANCELED;
+                        break;
+                }
+                if (l->closed && l->acked >= l->written) {
+                        pthread_mutex_unlock(&l->lock);
+                        break;
+                }
+                uint64_t from = l->acked, to = MIN(l->written, l->acked + l->chunk_max);
+                pthread_mutex_unlock(&l->lock);
+
+                int64_t off = send_chunk(l, from, to, buf);
+                if (off == -ESTALE) {
+                        result = -ESTALE;
+                        break;
+                }
+                if (off < 0) {
+                        sleep_ms(l, backoff);
+                        backoff = MIN(backoff * 2, (unsigned) BACKOFF_MAX_MS);
+                        continue;
+                }
+                backoff = BACKOFF_MIN_MS;
+                pthread_mutex_lock(&l->lock);
+                /* The server can never hold more than was written; and an
+                 * answer for an older request must not move the offset back
+                 * past a rewind's target. */
+                l->acked = MIN((uint64_t) off, l->written);
+                pthread_cond_broadcast(&l->cond);
+                pthread_mutex_unlock(&l->lock);
+        }
+        pthread_mutex_lock(&l->lock);
+        l->result = result;
+        pthread_cond_broadcast(&l->cond);
+        pthread_mutex_unlock(&l->lock);
+        return NULL;
+}
+
+int logship_new(const LogShipConfig *c, LogShip **ret) {
+        LogShip *l = calloc(1, sizeof *l);
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        pthread_mutex_init(&l->lock, NULL);
+        pthread_cond_init(&l->cond, NULL);
+        l->lease = c->lease;
+        l->fence = c->fence;
+        l->max_bytes = c->max_bytes;
+        l->chunk_max = c->chunk_max ? c->chunk_max : 4U << 20;
+        l->result = 1;
+        l->fd = -EBADF;
+        l->path = strdup(c->spool_path);
+        if (!l->path) {
+                logship_free(l);
+                return -ENOMEM;
+        }
+        l->fd = open(c->spool_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (l->fd < 0) {
+                r = -errno;
+                logship_free(l);
+                return r;
+        }
+        r = client_new(c->server, c->token, &l->client);
+        if (r < 0) {
+                logship_free(l);
+                return r;
+        }
+        client_set_abort(l->client, &l->abort_flag);
+        r = -pthread_create(&l->thread, NULL, ship_thread, l);
+        if (r < 0) {
+                logship_free(l);
+                return r;
+        }
+        l->thread_started = true;
+        *ret = l;
+        return 0;
+}
+
+LogShip *logship_free(LogShip *l) {
+        if (!l)
+                return NULL;
+        if (l->thread_started) {
+                logship_abort(l);
+                pthread_join(l->thread, NULL);
+        }
+        client_free(l->client);
+        safe_close(l->fd);
+        if (l->path)
+                (void) unlink(l->path);
+        free(l->path);
+        pthread_mutex_destroy(&l->lock);
+        pthread_cond_destroy(&l->cond);
+        free(l);
+        return NULL;
+}
+
+static int spool_write(LogShip *l, const void *data, size_t n) {
+        int r = 0;
+        if (n == 0)
+                return 0;
+        ssize_t k = pwrite(l->fd, data, n, (off_t) l->written);
+        while (k >= 0 && (size_t) k < n) {
+                ssize_t m = pwrite(l->fd, (const char *) data + k, n - (size_t) k, (off_t) (l->written + (uint64_t) k));
+                if (m < 0) {
+                        k = m;
+                        break;
+                }
+                k += m;
+        }
+        if (k < 0)
+                r = -errno;
+        else
+                l->written += n;
+        return r;
+}
+
+int logship_append(LogShip *l, const void *data, size_t n) {
+        int r = 0;
+
+        pthread_mutex_lock(&l->lock);
+        if (l->truncated) {
+                l->dropped += n;
+                goto finish;
+        }
+        if (l->max_bytes > 0 && l->written + n > l->max_bytes) {
+                char marker[256];
+                size_t keep = (size_t) (l->max_bytes - l->written);
+                r = spool_write(l, data, keep);
+                if (r < 0)
+                        goto finish;
+                l->dropped += n - keep;
+                l->truncated = true;
+                int m = snprintf(marker, sizeof marker,
+                                 "\n[kiln] the log reached its limit of %" PRIu64
+                                 " bytes: the rest of the output is not kept\n", l->max_bytes);
+                r = spool_write(l, marker, (size_t) m);
+                goto finish;
+        }
+        r = spool_write(l, data, n);
+finish:
+        pthread_cond_broadcast(&l->cond);
+        pthread_mutex_unlock(&l->lock);
+        return r;
+}
+
+void logship_close(LogShip *l) {
+        pthread_mutex_lock(&l->lock);
+        l->closed = true;
+        pthread_cond_broadcast(&l->cond);
+        pthread_mutex_unlock(&l->lock);
+}
+
+int logship_wait(LogShip *l, uint64_t *ret_size) {
+        pthread_mutex_lock(&l->lock);
+        while (l->result > 0)
+                pthread_cond_wait(&l->cond, &l->lock);
+        int r = l->result;
+        *ret_size = l->written;
+        pthread_mutex_unlock(&l->lock);
+        return r;
+}
+
+void logship_rewind(LogShip *l, uint64_t offset) {
+        pthread_mutex_lock(&l->lock);
+        if (l->result > 0 || l->result == 0) {
+                bool restart = l->result == 0;
+                l->acked = MIN(offset, l->written);
+                if (restart) {
+                        /* The thread finished: start it again for the rest. */
+                        l->result = 1;
+                        pthread_mutex_unlock(&l->lock);
+                        pthread_join(l->thread, NULL);
+                        l->thread_started = false;
+                        if (pthread_create(&l->thread, NULL, ship_thread, l) == 0)
+                                l->thread_started = true;
+                        else {
+                                pthread_mutex_lock(&l->lock);
+                                l->result = -ENOMEM;
+                                pthread_mutex_unlock(&l->lock);
+                        }
+                        return;
+                }
+                pthread_cond_broadcast(&l->cond);
+        }
+        pthread_mutex_unlock(&l->lock);
+}
+
+void logship_abort(LogShip *l) {
+        pthread_mutex_lock(&l->lock);
+        l->stop = true;
+        atomic_store(&l->abort_flag, true);
+        pthread_cond_broadcast(&l->cond);
+        pthread_mutex_unlock(&l->lock);
+}
+
+uint64_t logship_size(LogShip *l) {
+        pthread_mutex_lock(&l->lock);
+        uint64_t n = l->written;
+        pthread_mutex_unlock(&l->lock);
+        return n;
+}
+
+bool logship_truncated(LogShip *l) {
+        pthread_mutex_lock(&l->lock);
+        bool t = l->truncated;
+        pthread_mutex_unlock(&l->lock);
+        return t;
+}
+
+uint64_t logship_dropped(LogShip *l) {
+        pthread_mutex_lock(&l->lock);
+        uint64_t n = l->dropped;
+        pthread_mutex_unlock(&l->lock);
+        return n;
+}

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The warm pool: one long-lived thread prepares (and destroys) every sandbox
+ * of a worker, because a sandbox's init dies with the thread that created it.
+ * It keeps `target` prepared sandboxes per image, hands them to tasks, builds
+ * a cold one when a task needs limits the warm ones do not have (or none is
+ * ready), and refills in the background after each use. A sandbox serves
+ * exactly one task attempt. */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "macro.h"
+#include "sandbox.h"
+
+#define POOL_IMAGES_MAX 64
+
+typedef struct PoolImage {
+        char *name;     /* what job specs say: "host" or a name given with --image */
+        char *path;     /* "host" or a root file system directory */
+        unsigned target; /* warm sandboxes to keep */
+} PoolImage;
+
+typedef struct PoolLimits {
+        uint64_t memory_max, pids_max, cpu_millis, disk_max;
+} PoolLimits;
+
+typedef struct PoolStats {
+        char name[128];
+        unsigned ready, target;
+} PoolStats;
+
+typedef struct Pool Pool;
+
+/* images are copied. */
+int pool_new(const PoolImage *images, size_t n_images, const PoolLimits *defaults, Pool **ret);
+/* Stops the pool thread after destroying every sandbox it holds or was
+ * handed back. */
+Pool *pool_free(Pool *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Pool *, pool_free);
+
+/* A sandbox for one task: a warm one when its limits are the defaults and one
+ * is ready, else one prepared now. -ENOENT for an unknown image. */
+int pool_acquire(Pool *p, const char *image, const PoolLimits *l, Sandbox **ret, bool *ret_warm);
+/* Hands a used sandbox back for destruction. */
+void pool_release(Pool *p, Sandbox *s);
+
+size_t pool_stats(Pool *p, PoolStats *ret, size_t max);
+void pool_prepare_times(Pool *p, uint64_t *ret_count, uint64_t *ret_sum_usec);
+bool pool_has_image(Pool *p, const char *image);

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Shared between the worker's main loop (worker.c) and its task threads
+ * (task.c). */
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pool.h"
+#include "worker.h"
+
+typedef struct Worker Worker;
+
+typedef struct Task {
+        Worker *w;
+        atomic_int refs;
+        json_t *assignment;
+        int64_t lease, fence, job, task_id;
+        unsigned attempt, slots;
+        uint64_t claimed_usec;
+        /* Set by the heartbeat thread or the main loop; read by the task. */
+        atomic_bool cancel, lease_lost, hard_stop;
+        /* Guarded by the worker's lock. */
+        uint64_t lease_deadline, next_heartbeat;
+        struct Task *next;
+} Task;
+
+typedef struct WorkerMetrics {
+        _Atomic uint64_t tasks_started, tasks_finished, claims, claims_empty;
+        _Atomic uint64_t claim_to_start_count, claim_to_start_sum_usec;
+        _Atomic uint64_t claim_to_start_bucket[8];
+        _Atomic uint64_t bytes_masked, log_bytes, leases_lost, warm_starts, cold_starts;
+} WorkerMetrics;
+
+extern const uint64_t worker_latency_buckets_usec[8];
+
+struct Worker {
+        const WorkerConfig *cfg;
+        Pool *pool;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        Task *tasks;
+        unsigned used_slots, n_tasks;
+        char *session;
+        int64_t id;
+        uint64_t lease_ttl_usec, heartbeat_usec;
+        atomic_bool draining, stopping;
+        char spool_dir[4096], blob_dir[4096], tmp_dir[4096];
+        WorkerMetrics m;
+};
+
+/* Starts a task thread for an assignment (taken). */
+int task_start(Worker *w, json_t *assignment);
+void task_unref(Task *t);

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fd-util.h"
+#include "fs-util.h"
+#include "log.h"
+#include "macro.h"
+#include "workspace.h"
+
+typedef enum Op {
+        OP_CREATE,
+        OP_EXTRACT,
+        OP_PACK,
+} Op;
+
+typedef struct Job {
+        Op op;
+        int fd; /* archive to read (extract) or write (pack) */
+        const ArchiveLimits *limits;
+        char *const *globs;
+} Job;
+
+/* What the child reports back over its pipe. */
+typedef struct Report {
+        int error;
+        uint64_t entries;
+        char message[512];
+} Report;
+
+static int enter(int mnt_fd, int user_fd) {
+        if (setns(mnt_fd, CLONE_NEWNS) < 0)
+                return -errno;
+        if (setns(user_fd, CLONE_NEWUSER) < 0)
+                return -errno;
+        (void) setgroups(0, NULL);
+        if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+                return -errno;
+        if (chdir("/") < 0)
+                return -errno;
+        return 0;
+}
+
+static int child_run(const Job *j, Report *rep) {
+        ArchiveStats st = {};
+        ArchiveError err = {};
+        int r;
+
+        if (j->op == OP_CREATE) {
+                if (mkdir(WORKSPACE_DIR, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                return 0;
+        }
+        _cleanup_close_ int dir = open(WORKSPACE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dir < 0) {
+                snprintf(rep->message, sizeof rep->message, "cannot open %s: %s", WORKSPACE_DIR, strerror(errno));
+                return -errno;
+        }
+        if (j->op == OP_EXTRACT)
+                r = archive_extract_safe(j->fd, dir, j->limits, &st, &err);
+        else
+                r = archive_pack(dir, j->globs, j->fd, j->limits, &st, &err);
+        rep->entries = st.n_entries;
+        if (r < 0)
+                snprintf(rep->message, sizeof rep->message, "%s", err.message[0] ? err.message : strerror(-r));
+        return r;
+}
+
+static int run_in_sandbox(pid_t init_pid, const Job *j, Report *ret) {
+        _cleanup_close_ int mnt = -EBADF, user = -EBADF;
+        _cleanup_close_pair_ int p[2] = { -EBADF, -EBADF };
+        char path[64];
+
+        *ret = (Report) {};
+        snprintf(path, sizeof path, "/proc/%d/ns/mnt", (int) init_pid);
+        mnt = open(path, O_RDONLY | O_CLOEXEC);
+        snprintf(path, sizeof path, "/proc/%d/ns/user", (int) init_pid);
+        user = open(path, O_RDONLY | O_CLOEXEC);
+        if (mnt < 0 || user < 0)
+                return -errno;
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        pid_t parent = getpid();
+        pid_t pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                Report rep = {};
+                /* Dies with the thread that forked it, like the sandbox's init. */
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (getppid() != parent)
+                        _exit(1);
+                p[0] = safe_close(p[0]);
+                int r = enter(mnt, user);
+                if (r < 0)
+                        snprintf(rep.message, sizeof rep.message, "cannot enter the sandbox: %s", strerror(-r));
+                else
+                        r = child_run(j, &rep);
+                rep.error = r < 0 ? -r : 0;
+                (void) loop_write(p[1], &rep, sizeof rep);
+                _exit(r < 0 ? 1 : 0);
+        }
+        p[1] = safe_close(p[1]);
+        Report rep = {};
+        ssize_t n = loop_read(p[0], &rep, sizeof rep);
+        int status;
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return -errno;
+        if (n != (ssize_t) sizeof rep) {
+                snprintf(ret->message, sizeof ret->message, "the helper process died (status %d)", status);
+                return -EPROTO;
+        }
+        *ret = rep;
+        return rep.error ? -rep.error : 0;
+}
+
+int workspace_create(pid_t init_pid) {
+        Job j = { .op = OP_CREATE, .fd = -EBADF };
+        Report rep;
+        return run_in_sandbox(init_pid, &j, &rep);
+}
+
+int workspace_extract(pid_t init_pid, int archive_fd, const ArchiveLimits *l, char *errbuf, size_t errsize) {
+        Job j = { .op = OP_EXTRACT, .fd = archive_fd, .limits = l };
+        Report rep;
+        if (lseek(archive_fd, 0, SEEK_SET) < 0)
+                return -errno;
+        int r = run_in_sandbox(init_pid, &j, &rep);
+        if (r < 0)
+                snprintf(errbuf, errsize, "%s", rep.message[0] ? rep.message : strerror(-r));
+        return r;
+}
+
+int workspace_pack(pid_t init_pid, char *const *globs, int out_fd, const ArchiveLimits *l,
+                   uint64_t *ret_entries, char *errbuf, size_t errsize) {
+        Job j = { .op = OP_PACK, .fd = out_fd, .limits = l, .globs = globs };
+        Report rep;
+        int r = run_in_sandbox(init_pid, &j, &rep);
+        if (r < 0) {
+                snprintf(errbuf, errsize, "%s", rep.message[0] ? rep.message : strerror(-r));
+                return r;
+        }
+        *ret_entries = rep.entries;
+        return 0;
+}
+
+int workspace_warm_up(const char *tmp_dir) {
+        char a[4096];
+        char *globs[] = { (char *) "*", NULL };
+        ArchiveStats st;
+        ArchiveError err = {};
+        int r;
+
+        snprintf(a, sizeof a, "%s/warm-up-XXXXXX", tmp_dir);
+        if (!mkdtemp(a))
+                return -errno;
+        _cleanup_close_ int dir = open(a, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        _cleanup_close_ int tar = open(tmp_dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+        _cleanup_close_ int src = -EBADF, dst = -EBADF;
+        if (dir < 0 || tar < 0 || mkdirat(dir, "src", 0700) < 0 || mkdirat(dir, "dst", 0700) < 0 ||
+            (src = openat(dir, "src", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+            (dst = openat(dir, "dst", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+                r = -errno;
+                goto finish;
+        }
+        r = write_string_fileat(src, "f", "kiln");
+        if (r == -ENOENT) {
+                _cleanup_close_ int f = openat(src, "f", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+                r = f < 0 ? -errno : loop_write(f, "kiln", 4);
+        }
+        if (r >= 0)
+                r = archive_pack_dir(src, NULL, tar, NULL, &st, &err);
+        if (r >= 0 && (ftruncate(tar, 0) < 0 || lseek(tar, 0, SEEK_SET) < 0))
+                r = -errno;
+        if (r >= 0)
+                r = archive_pack(src, globs, tar, NULL, &st, &err);
+        if (r >= 0 && lseek(tar, 0, SEEK_SET) < 0)
+                r = -errno;
+        if (r >= 0)
+                r = archive_extract_safe(tar, dst, NULL, &st, &err);
+        if (r < 0 && err.message[0])
+                log_debug("Archive warm-up: %s", err.message);
+finish:
+        (void) rm_rf(a);
+        return r;
+}
