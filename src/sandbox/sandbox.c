@@ -168,34 +168,48 @@ const char *sandbox_state_dir(const Sandbox *s) {
         return s->dir;
 }
 
-/* Takes the first free slot: a slot gives the sandbox its uid range and its
- * network addresses. The lock is held for the sandbox's life; a crashed owner
- * releases it with its last fd. */
-static int slot_acquire(const char *root, unsigned *ret_slot, int *ret_fd) {
-        char path[4096];
-        unsigned start;
+/* Slots are the host's, not a sandbox directory's: a slot gives the sandbox its
+ * uid range, its veth name and its addresses, which every kiln on this host
+ * (a worker, `kiln sandbox run` with another KILN_SANDBOX_DIR…) shares. */
+#define SLOT_DIR "/run/kiln/slots"
 
-        snprintf(path, sizeof path, "%s/.slots", root);
-        if (mkdir(path, 0700) < 0 && errno != EEXIST)
+static int slot_open(unsigned slot, int *ret_fd) {
+        char path[64];
+        snprintf(path, sizeof path, SLOT_DIR "/%u", slot);
+        int fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
                 return -errno;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                int e = errno;
+                safe_close(fd);
+                return e == EWOULDBLOCK ? -EBUSY : -e;
+        }
+        *ret_fd = fd;
+        return 0;
+}
+
+/* Takes a free slot. The lock is held for the sandbox's life; a crashed owner
+ * releases it with its last fd. */
+static int slot_acquire(unsigned *ret_slot, int *ret_fd) {
+        unsigned start;
+        int r;
+
+        r = mkdir_p(SLOT_DIR, 0700);
+        if (r < 0)
+                return r;
         if (getrandom(&start, sizeof start, 0) != sizeof start)
                 start = (unsigned) getpid();
         /* Start at a random slot so that concurrent creators rarely collide. */
         start %= 256;
         for (unsigned i = 0; i < SANDBOX_SLOTS; i++) {
                 unsigned slot = (start + i) % SANDBOX_SLOTS;
-                snprintf(path, sizeof path, "%s/.slots/%u", root, slot);
-                int fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
-                if (fd < 0)
-                        return -errno;
-                if (flock(fd, LOCK_EX | LOCK_NB) >= 0) {
+                r = slot_open(slot, ret_fd);
+                if (r >= 0) {
                         *ret_slot = slot;
-                        *ret_fd = fd;
                         return 0;
                 }
-                safe_close(fd);
-                if (errno != EWOULDBLOCK)
-                        return -errno;
+                if (r != -EBUSY)
+                        return r;
         }
         return -EUSERS;
 }
@@ -473,7 +487,7 @@ int sandbox_prepare(const SandboxConfig *c, Sandbox **ret) {
         r = state_dir_create(root, &s->id, &s->dir, &s->lock_fd);
         if (r < 0)
                 return log_error_errno(r, "Failed to create the sandbox directory in '%s': %m", root);
-        r = slot_acquire(root, &s->slot, &s->slot_fd);
+        r = slot_acquire(&s->slot, &s->slot_fd);
         if (r < 0)
                 return log_error_errno(r, "No free sandbox slot: %m");
         r = write_state(s);
@@ -767,7 +781,10 @@ static int gc_one(const char *root, const char *name, bool verbose, bool *ret_na
         int r = cgroup_remove_by_name(name);
         if (r < 0 && r != -ENOENT)
                 log_warning_errno(r, "Failed to remove the cgroup of sandbox %s: %m", name);
-        if (slot < SANDBOX_SLOTS)
+        /* The veth is the slot's: only while nobody else holds the slot is it a
+         * leftover of this sandbox. */
+        _cleanup_close_ int slot_fd = -EBADF;
+        if (nat && slot < SANDBOX_SLOTS && slot_open(slot, &slot_fd) >= 0)
                 (void) net_nat_teardown(slot);
         snprintf(path, sizeof path, "%s/%s", root, name);
         r = rm_rf(path);
