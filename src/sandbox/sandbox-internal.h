@@ -41,6 +41,7 @@ typedef struct MsgHeader {
 typedef struct InitArgs {
         const SandboxConfig *config;
         const char *dir;   /* the sandbox's state directory */
+        const char *mnt;   /* an empty directory to mount the sandbox's tmpfs on */
         const char *id;
         uint32_t uid_base;
         int userns_fd;     /* the sandbox's user namespace, maps already written */

@@ -400,7 +400,8 @@ int sandbox_rootfs_setup(const InitArgs *a) {
         char opts[16384];
         int r;
 
-        if (join(f.tmp, sizeof f.tmp, a->dir, "t") < 0 || join(f.lower, sizeof f.lower, f.tmp, "lower") < 0 ||
+        if ((size_t) snprintf(f.tmp, sizeof f.tmp, "%s", a->mnt) >= sizeof f.tmp ||
+            join(f.lower, sizeof f.lower, f.tmp, "lower") < 0 ||
             join(f.masks, sizeof f.masks, f.tmp, "gen") < 0 || join(f.root, sizeof f.root, f.tmp, "root") < 0)
                 return -ENAMETOOLONG;
         /* Nothing mounted from here on may propagate back to the host. */

@@ -301,12 +301,14 @@ static int disk_image_create(const char *dir, uint64_t size, uint32_t base, char
         return 0;
 }
 
-/* The directory appears under its final name only once its lock is held, so
- * that a concurrent gc never mistakes a sandbox being born for a dead one. */
-static int state_dir_create(const char *root, char **ret_id, char **ret_dir, int *ret_lock) {
+/* The state directory is named "ID.SLOT.NETWORK", which tells gc all it needs
+ * about a dead sandbox without a file to write. Its owner holds an flock on
+ * the directory itself, taken before the directory appears under its final
+ * name, so that a concurrent gc never mistakes a sandbox being born for a
+ * dead one. */
+static int state_dir_create(const char *root, Sandbox *s) {
         uint8_t rnd[6];
-        char id[16], tmp[4096], path[4096], lock[4200];
-        int fd;
+        char id[16], tmp[4096], path[4096];
 
         if (strpbrk(root, ",:\\\n"))
                 return log_error_errno(EINVAL, "Sandbox directory '%s' may not contain ',', ':' or '\\'",
@@ -314,38 +316,34 @@ static int state_dir_create(const char *root, char **ret_id, char **ret_dir, int
         if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd)
                 return -EIO;
         snprintf(id, sizeof id, "%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
+        snprintf(path, sizeof path, "%s/%s.%u.%s", root, id, s->slot, network_mode_to_string(s->network));
         snprintf(tmp, sizeof tmp, "%s/.new-%s", root, id);
-        snprintf(path, sizeof path, "%s/%s", root, id);
         if (mkdir(tmp, 0700) < 0)
                 return -errno;
-        snprintf(lock, sizeof lock, "%s/lock", tmp);
-        fd = open(lock, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+        int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0 || flock(fd, LOCK_EX) < 0 || rename(tmp, path) < 0) {
                 int e = errno;
                 safe_close(fd);
                 (void) rm_rf(tmp);
                 return -e;
         }
-        *ret_id = strdup(id);
-        *ret_dir = strdup(path);
-        *ret_lock = fd;
-        if (!*ret_id || !*ret_dir)
+        s->lock_fd = fd;
+        s->id = strdup(id);
+        s->dir = strdup(path);
+        if (!s->id || !s->dir)
                 return -ENOMEM;
         return 0;
 }
 
-/* The lock file also says what gc needs to know: "SLOT NETWORK". Every other
- * mount point lives in a tmpfs that PID 1 mounts on "t" in its own mount
- * namespace, so that the disk sees as few metadata writes as possible. */
-static int write_state(const Sandbox *s) {
-        char path[4200], val[64];
-        snprintf(val, sizeof val, "%u %s\n", s->slot, network_mode_to_string(s->network));
-        int r = loop_write(s->lock_fd, val, strlen(val));
-        if (r < 0)
-                return r;
-        snprintf(path, sizeof path, "%s/t", s->dir);
-        if (mkdir(path, 0700) < 0)
+/* PID 1 mounts its tmpfs (mount points, the generated layer) over this one
+ * shared, empty directory, in its own mount namespace. */
+static int mount_dir(const char *root, char **ret) {
+        _cleanup_free_ char *p = NULL;
+        if (asprintf(&p, "%s/.mnt", root) < 0)
+                return -ENOMEM;
+        if (mkdir(p, 0700) < 0 && errno != EEXIST)
                 return -errno;
+        *ret = TAKE_PTR(p);
         return 0;
 }
 
@@ -461,7 +459,7 @@ static int start_init(Sandbox *s, const SandboxConfig *c, InitArgs *a) {
 
 int sandbox_prepare(const SandboxConfig *c, Sandbox **ret) {
         _cleanup_sandbox_ Sandbox *s = NULL;
-        _cleanup_free_ char *disk = NULL, *resolv = NULL, *hostname = NULL, *masks = NULL;
+        _cleanup_free_ char *disk = NULL, *resolv = NULL, *hostname = NULL, *masks = NULL, *mnt = NULL;
         _cleanup_close_ int userns = -EBADF;
         const char *root = sandbox_root_dir();
         int r;
@@ -484,15 +482,15 @@ int sandbox_prepare(const SandboxConfig *c, Sandbox **ret) {
         if (!s->buf)
                 return -ENOMEM;
         phase(NULL);
-        r = state_dir_create(root, &s->id, &s->dir, &s->lock_fd);
-        if (r < 0)
-                return log_error_errno(r, "Failed to create the sandbox directory in '%s': %m", root);
         r = slot_acquire(&s->slot, &s->slot_fd);
         if (r < 0)
                 return log_error_errno(r, "No free sandbox slot: %m");
-        r = write_state(s);
+        r = state_dir_create(root, s);
         if (r < 0)
-                return log_error_errno(r, "Failed to write the sandbox state: %m");
+                return log_error_errno(r, "Failed to create the sandbox directory in '%s': %m", root);
+        r = mount_dir(root, &mnt);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create '%s/.mnt': %m", root);
 
         phase("state");
         uint32_t base = SANDBOX_UID_BASE + s->slot * SANDBOX_UID_COUNT;
@@ -532,6 +530,7 @@ int sandbox_prepare(const SandboxConfig *c, Sandbox **ret) {
         InitArgs a = {
                 .config = &cfg,
                 .dir = s->dir,
+                .mnt = mnt,
                 .id = s->id,
                 .uid_base = base,
                 .userns_fd = userns,
@@ -716,26 +715,29 @@ int sandbox_destroy(Sandbox *s) {
                 return 0;
         phase(NULL);
         s->control_fd = safe_close(s->control_fd);
-        if (s->init_pid > 0) {
-                /* PID 1 takes the whole PID namespace with it; once it is reaped,
-                 * nothing of the sandbox runs any more. */
+        /* PID 1 takes the whole PID namespace with it. While the kernel tears
+         * the namespaces down, remove the files: nothing writes them any more. */
+        if (s->init_pid > 0)
                 (void) kill(s->init_pid, SIGKILL);
+        if (s->dir) {
+                r = rm_rf(s->dir);
+                phase("rm dir");
+        }
+        if (s->init_pid > 0) {
+                /* Once PID 1 is reaped, nothing of the sandbox runs any more. */
                 while (waitpid(s->init_pid, NULL, 0) < 0 && errno == EINTR)
                         ;
+                phase("reap init");
         }
         s->life_fd = safe_close(s->life_fd);
-        phase("kill init");
-        if (s->have_cgroup)
-                r = cgroup_destroy(&s->cgroup);
-        phase("rm cgroup");
-        if (s->network == NETWORK_NAT)
-                (void) net_nat_teardown(s->slot);
-        if (s->dir) {
-                int q = rm_rf(s->dir);
+        if (s->have_cgroup) {
+                int q = cgroup_destroy(&s->cgroup);
                 if (q < 0 && r == 0)
                         r = q;
+                phase("rm cgroup");
         }
-        phase("rm dir");
+        if (s->network == NETWORK_NAT)
+                (void) net_nat_teardown(s->slot);
         safe_close(s->lock_fd);
         safe_close(s->slot_fd);
         free(s->id);
@@ -745,53 +747,63 @@ int sandbox_destroy(Sandbox *s) {
         return r;
 }
 
+/* Parses "ID.SLOT.NETWORK". */
+static int state_name_parse(const char *name, char id[static 16], unsigned *ret_slot, bool *ret_nat) {
+        const char *d1 = strchr(name, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+        char num[16];
+
+        if (!d1 || !d2 || d1 - name >= 16 || d2 - d1 - 1 >= (ptrdiff_t) sizeof num)
+                return -EINVAL;
+        memcpy(id, name, (size_t) (d1 - name));
+        id[d1 - name] = 0;
+        memcpy(num, d1 + 1, (size_t) (d2 - d1 - 1));
+        num[d2 - d1 - 1] = 0;
+        if (safe_atou(num, ret_slot) < 0 || network_mode_from_string(d2 + 1) < 0)
+                return -EINVAL;
+        *ret_nat = streq(d2 + 1, "nat");
+        return 0;
+}
+
 static int gc_one(const char *root, const char *name, bool verbose, bool *ret_nat_alive) {
-        char path[4096];
-        struct stat st;
-
-        /* A sandbox being born: only old ones are leftovers of a creator that died. */
-        if (strneq(name, ".new-", 5)) {
-                snprintf(path, sizeof path, "%s/%s", root, name);
-                if (stat(path, &st) < 0 || (time(NULL) - st.st_mtime) < 60)
-                        return 0;
-        }
-        snprintf(path, sizeof path, "%s/%s/lock", root, name);
-        _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                if (errno == EWOULDBLOCK) {
-                        _cleanup_free_ char *state = NULL;
-                        if (read_full_file(path, 256, &state, NULL) >= 0 && strstr(state, " nat"))
-                                *ret_nat_alive = true;
-                        return 0; /* its owner is alive */
-                }
-                return -errno;
-        }
-
+        char path[4096], id[16] = "";
         unsigned slot = UINT32_MAX;
         bool nat = false;
-        _cleanup_free_ char *state = NULL;
-        snprintf(path, sizeof path, "%s/%s/lock", root, name);
-        if (read_full_file(path, 256, &state, NULL) >= 0) {
-                nat = strstr(state, " nat");
-                char *sp = strchr(state, ' ');
-                if (sp)
-                        *sp = 0;
-                (void) safe_atou(state, &slot);
+        struct stat st;
+
+        snprintf(path, sizeof path, "%s/%s", root, name);
+        if (strneq(name, ".new-", 5)) {
+                /* A sandbox being born: only old ones are leftovers of a creator that died. */
+                if (stat(path, &st) < 0 || (time(NULL) - st.st_mtime) < 60)
+                        return 0;
+        } else if (state_name_parse(name, id, &slot, &nat) < 0)
+                return 0; /* not ours */
+
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return errno == ENOENT ? 0 : -errno;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno != EWOULDBLOCK)
+                        return -errno;
+                if (nat)
+                        *ret_nat_alive = true;
+                return 0; /* its owner is alive */
         }
-        int r = cgroup_remove_by_name(name);
-        if (r < 0 && r != -ENOENT)
-                log_warning_errno(r, "Failed to remove the cgroup of sandbox %s: %m", name);
+
+        if (id[0]) {
+                int r = cgroup_remove_by_name(id);
+                if (r < 0 && r != -ENOENT)
+                        log_warning_errno(r, "Failed to remove the cgroup of sandbox %s: %m", id);
+        }
         /* The veth is the slot's: only while nobody else holds the slot is it a
          * leftover of this sandbox. */
         _cleanup_close_ int slot_fd = -EBADF;
         if (nat && slot < SANDBOX_SLOTS && slot_open(slot, &slot_fd) >= 0)
                 (void) net_nat_teardown(slot);
-        snprintf(path, sizeof path, "%s/%s", root, name);
-        r = rm_rf(path);
+        int r = rm_rf(path);
         if (r < 0)
                 return log_warning_errno(r, "Failed to remove '%s': %m", path);
         if (verbose)
-                log_info("Removed leftover sandbox %s", name);
+                log_info("Removed leftover sandbox %s", id[0] ? id : name);
         return nat ? 2 : 1;
 }
 
