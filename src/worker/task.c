@@ -477,6 +477,7 @@ static bool step_run(Run *r, size_t i, json_t *step, bool *warning) {
         }
         if (i == 0) {
                 uint64_t lat = now_usec(CLOCK_MONOTONIC) - r->t->claimed_usec;
+                log_debug("Task %" PRId64 ": first step spawned after %.2f ms", r->t->task_id, (double) lat / 1000);
                 atomic_fetch_add(&r->w->m.claim_to_start_count, 1);
                 atomic_fetch_add(&r->w->m.claim_to_start_sum_usec, lat);
                 for (size_t b = 0; b < ELEMENTSOF(r->w->m.claim_to_start_bucket); b++)
@@ -787,6 +788,8 @@ static void run_attempt(Run *r) {
                 goto report;
         }
         atomic_fetch_add(warm ? &r->w->m.warm_starts : &r->w->m.cold_starts, 1);
+        log_debug("Task %" PRId64 ": %s sandbox after %.2f ms", r->t->task_id, warm ? "warm" : "cold",
+                  (double) (now_usec(CLOCK_MONOTONIC) - r->t->claimed_usec) / 1000);
         run_body(r);
         /* Services and anything a step left behind end with the task. */
         (void) sandbox_signal_all(r->sandbox, SIGKILL);

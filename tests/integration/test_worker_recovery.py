@@ -1,0 +1,144 @@
+"""The worker survives its own death, the server's and a SIGTERM: no process
+left behind, no log byte lost, leftovers removed at the next start."""
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import have_root
+from kilnapi import Server, submit, wait_for
+from sandboxlib import kiln_cgroup_parents
+from workerlib import (WorkerProc, artifact_files, artifacts, job, processes_with_env, sandbox_leftovers, task,
+                       task_log, wait_job, wait_task_state)
+
+pytestmark = pytest.mark.skipif(not have_root(), reason="needs root (sandboxes: namespaces, cgroups, mounts)")
+
+
+@pytest.fixture
+def srv():
+    s = Server(args=["--lease-ttl", "3s"]).start()
+    yield s
+    s.cleanup()
+
+
+def cgroups_named(names):
+    found = []
+    for parent in kiln_cgroup_parents():
+        for n in names:
+            if os.path.isdir(os.path.join(parent, n)):
+                found.append(os.path.join(parent, n))
+    return found
+
+
+def test_kill9_mid_task(srv):
+    mark = "kiln-crash-" + uuid.uuid4().hex[:10]
+    a = WorkerProc(srv, "a", args=["--pool", "host=1"]).start()
+    b = None
+    try:
+        spec = {"name": "crash", "env": {"MARK": mark},
+                "steps": [{"run": 'if [ "$KILN_ATTEMPT" = 1 ]; then echo started; sleep 300 & sleep 300; fi; '
+                                  'echo "done on attempt $KILN_ATTEMPT"'}]}
+        j = submit(srv, spec)
+        tid = j["tasks"][0]["id"]
+        assert wait_for(lambda: task_log(srv, tid) == b"started\n", timeout=20), a.log()
+        assert len(processes_with_env(mark)) >= 2
+        before = sandbox_leftovers(a.sandbox_dir)
+        assert before
+        a.kill9()
+        # Every process of the task dies with the worker.
+        assert wait_for(lambda: processes_with_env(mark) == [], timeout=5), processes_with_env(mark)
+        assert sandbox_leftovers(a.sandbox_dir) == before  # host-side state stays until the next start
+        t = wait_task_state(srv, tid, ("queued",), timeout=15)
+        assert t["attempts"][0]["state"] == "lost", t
+        b = WorkerProc(srv, "b").start()
+        t = wait_task_state(srv, tid, ("succeeded",), timeout=30)
+        assert t["attempts"][-1]["worker"] != t["attempts"][0]["worker"]
+        assert task_log(srv, tid) == b"done on attempt 2\n"
+        # The restarted first worker removes its leftovers, logging each.
+        a2 = WorkerProc(srv, "a", args=["--pool", "host=1"], data=a.data, sandbox_dir=a.sandbox_dir)
+        a2.token = a.token
+        a2.start()
+        try:
+            log = a2.log()
+            for sid in before:
+                assert "Removed leftover sandbox %s" % sid in log, log
+            assert not any(s in sandbox_leftovers(a.sandbox_dir) for s in before)
+            assert cgroups_named(before) == []
+        finally:
+            a2.stop()
+            assert a2.wait() == 0
+    finally:
+        a.stop()
+        if b:
+            b.stop()
+
+
+def test_server_killed_and_restarted_mid_task(srv):
+    w = WorkerProc(srv, "w", args=["--pool", "host=1"]).start()
+    try:
+        script = ("mkdir -p out; i=0; while [ $i -lt 400 ]; do "
+                  "echo \"line $i $(head -c 48 /dev/urandom | base64 -w0)\"; "
+                  "head -c 300 /dev/urandom; i=$((i+1)); sleep 0.01; done | tee out/copy.bin")
+        spec = {"name": "restart", "steps": [{"run": script}], "artifacts": ["out/copy.bin"]}
+        j = submit(srv, spec)
+        tid = j["tasks"][0]["id"]
+        assert wait_for(lambda: len(task_log(srv, tid)) > 10000, timeout=20), w.log()
+        srv.kill9()
+        time.sleep(2)
+        srv.start()
+        t = wait_task_state(srv, tid, ("succeeded", "failed", "lost"), timeout=60)
+        assert t["state"] == "succeeded", (t, w.log())
+        arts = artifacts(srv, j["id"])
+        copy = artifact_files(srv, arts[0]["id"])["out/copy.bin"]
+        log = task_log(srv, tid)
+        assert len(copy) > 100000
+        assert log == copy
+    finally:
+        w.stop()
+
+
+def test_sigterm_drains_then_second_sigterm_requeues(srv):
+    w = WorkerProc(srv, "drain", args=["--pool", "host=1", "--claim-wait", "2s"]).start()
+    try:
+        j = submit(srv, {"name": "drain", "steps": [{"run": "echo begin; sleep 2; echo end"}]})
+        tid = j["tasks"][0]["id"]
+        assert wait_for(lambda: task_log(srv, tid) == b"begin\n", timeout=20), w.log()
+        w.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        # Drained: no new claims.
+        j2 = submit(srv, {"name": "after", "steps": [{"run": "echo later"}]})
+        assert w.wait(timeout=20) == 0, w.log()
+        assert task(srv, tid)["state"] == "succeeded"
+        assert task_log(srv, tid) == b"begin\nend\n"
+        assert job(srv, j2["id"])["tasks"][0]["state"] == "queued"
+    finally:
+        w.stop()
+
+    mark = "kiln-drain-" + uuid.uuid4().hex[:10]
+    w = WorkerProc(srv, "drain2", args=["--pool", "host=1"]).start()
+    other = None
+    try:
+        # The queued job from above is taken first.
+        wait_job(srv, j2["id"])
+        spec = {"name": "requeue", "env": {"MARK": mark},
+                "steps": [{"run": 'if [ "$KILN_ATTEMPT" = 1 ]; then echo begin; sleep 300; fi; echo finished'}]}
+        j = submit(srv, spec)
+        tid = j["tasks"][0]["id"]
+        assert wait_for(lambda: task_log(srv, tid) == b"begin\n", timeout=20), w.log()
+        w.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        w.signal(signal.SIGTERM)
+        assert w.wait(timeout=20) == 0, w.log()
+        assert processes_with_env(mark) == []
+        assert sandbox_leftovers(w.sandbox_dir) == []
+        other = WorkerProc(srv, "elsewhere").start()
+        t = wait_task_state(srv, tid, ("succeeded",), timeout=30)
+        assert t["attempts"][0]["state"] == "lost"
+        assert t["attempts"][-1]["worker"] != t["attempts"][0]["worker"]
+    finally:
+        w.stop()
+        if other:
+            other.stop()
