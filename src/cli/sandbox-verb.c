@@ -50,7 +50,7 @@ static void sandbox_usage(FILE *f) {
                 "  --image host|DIR     root file system: the host's / (read-only, secrets\n"
                 "                       masked) or a root file system directory [host]\n"
                 "  --memory SIZE        memory limit (e.g. 512M)\n"
-                "  --pids N             process limit\n"
+                "  --pids N             process limit [4096; 0: none]\n"
                 "  --cpus N             CPU limit (e.g. 1.5)\n"
                 "  --disk SIZE          limit of the writable layer (at least 16M)\n"
                 "  --network MODE       none (loopback only), nat, or host [none]\n"
@@ -91,6 +91,8 @@ static int parse_run_options(int argc, char **argv, RunOptions *o) {
         int c, r = 0;
 
         o->kill_after_usec = 10 * 1000000ULL;
+        /* Like podman's --pids-limit: a fork bomb stops here unless asked otherwise. */
+        o->config.pids_max = 4096;
         o->runs = 200;
         optind = 1;
         while ((c = getopt_long(argc, argv, "+h", opts, NULL)) >= 0) {

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
@@ -38,11 +39,10 @@ static bool list_has(const char *list, const char *word) {
 
 /* The path of our own cgroup in the hierarchy that holds controller (NULL:
  * the unified one), from /proc/self/cgroup. */
-static int own_cgroup_path(const char *controller, char **ret) {
-        _cleanup_free_ char *buf = NULL;
-        int r = read_full_file("/proc/self/cgroup", 1 << 16, &buf, NULL);
-        if (r < 0)
-                return r;
+static int own_cgroup_path(const char *text, const char *controller, char **ret) {
+        _cleanup_free_ char *buf = strdup(text);
+        if (!buf)
+                return -ENOMEM;
         for (char *line = buf, *next; line && *line; line = next) {
                 next = strchr(line, '\n');
                 if (next)
@@ -65,11 +65,10 @@ static int own_cgroup_path(const char *controller, char **ret) {
 }
 
 /* The mount point of the v1 hierarchy carrying controller, from mountinfo. */
-static int v1_mount_point(const char *controller, char **ret) {
-        _cleanup_free_ char *buf = NULL;
-        int r = read_full_file("/proc/self/mountinfo", 1 << 20, &buf, NULL);
-        if (r < 0)
-                return r;
+static int v1_mount_point(const char *text, const char *controller, char **ret) {
+        _cleanup_free_ char *buf = strdup(text);
+        if (!buf)
+                return -ENOMEM;
         for (char *line = buf, *next; line && *line; line = next) {
                 next = strchr(line, '\n');
                 if (next)
@@ -147,16 +146,21 @@ static int v2_enable_controllers(const char *own) {
         return write_string_file(sc, "+memory +pids +cpu");
 }
 
-int cgroup_sandbox_parent(bool *ret_v2, char *ret_paths[_CG_MAX]) {
+static int sandbox_parent_compute(bool *ret_v2, char *ret_paths[_CG_MAX]) {
         static const char *const v2_mounts[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
+        _cleanup_free_ char *self_cgroup = NULL, *mountinfo = NULL;
         char *paths[_CG_MAX] = {};
         int r;
+
+        r = read_full_file("/proc/self/cgroup", 1 << 16, &self_cgroup, NULL);
+        if (r < 0)
+                return r;
 
         for (size_t i = 0; i < ELEMENTSOF(v2_mounts); i++) {
                 _cleanup_free_ char *own = NULL, *own_abs = NULL, *parent = NULL, *sc = NULL;
                 if (!v2_usable(v2_mounts[i]))
                         continue;
-                r = own_cgroup_path(NULL, &own);
+                r = own_cgroup_path(self_cgroup, NULL, &own);
                 if (r < 0)
                         return r;
                 if (asprintf(&own_abs, "%s%s", v2_mounts[i], streq(own, "/") ? "" : own) < 0 ||
@@ -182,11 +186,14 @@ int cgroup_sandbox_parent(bool *ret_v2, char *ret_paths[_CG_MAX]) {
                 return 0;
         }
 
+        r = read_full_file("/proc/self/mountinfo", 1 << 20, &mountinfo, NULL);
+        if (r < 0)
+                return r;
         for (int k = 0; k < _CG_MAX; k++) {
                 _cleanup_free_ char *mnt = NULL, *own = NULL;
-                r = v1_mount_point(controller_names[k], &mnt);
+                r = v1_mount_point(mountinfo, controller_names[k], &mnt);
                 if (r >= 0)
-                        r = own_cgroup_path(controller_names[k], &own);
+                        r = own_cgroup_path(self_cgroup, controller_names[k], &own);
                 if (r < 0) {
                         for (int j = 0; j < k; j++)
                                 free(paths[j]);
@@ -206,6 +213,33 @@ int cgroup_sandbox_parent(bool *ret_v2, char *ret_paths[_CG_MAX]) {
         for (int k = 0; k < _CG_MAX; k++)
                 ret_paths[k] = paths[k];
         return 0;
+}
+
+/* Where we are in the hierarchies does not change: find out once per process
+ * (it reads /proc/self/mountinfo and /proc/self/cgroup). */
+int cgroup_sandbox_parent(bool *ret_v2, char *ret_paths[_CG_MAX]) {
+        static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+        static char *cached[_CG_MAX];
+        static bool have, v2;
+        int r = 0;
+
+        pthread_mutex_lock(&lock);
+        if (!have) {
+                r = sandbox_parent_compute(&v2, cached);
+                have = r >= 0;
+        }
+        for (int k = 0; r >= 0 && k < _CG_MAX; k++) {
+                ret_paths[k] = NULL;
+                if (cached[k] && !(ret_paths[k] = strdup(cached[k]))) {
+                        for (int j = 0; j < k; j++)
+                                ret_paths[j] = mfree(ret_paths[j]);
+                        r = -ENOMEM;
+                }
+        }
+        pthread_mutex_unlock(&lock);
+        if (r >= 0)
+                *ret_v2 = v2;
+        return r;
 }
 
 _printf_(3, 4) static int cg_write(const char *dir, const char *knob, const char *fmt, ...) {
@@ -284,6 +318,18 @@ int cgroup_create(const char *name, const CgroupLimits *l, Cgroup *ret) {
         int r = cgroup_paths_for(name, &c);
         if (r < 0)
                 return r;
+        /* On v1 every hierarchy joined costs a task migration (~0.3 ms): join
+         * only those in which a limit is set. */
+        if (!c.v2) {
+                const bool wanted[_CG_MAX] = {
+                        [CG_MEMORY] = l->memory_max > 0,
+                        [CG_PIDS] = l->pids_max > 0,
+                        [CG_CPU] = l->cpu_millis > 0,
+                };
+                for (int k = 0; k < _CG_MAX; k++)
+                        if (!wanted[k])
+                                c.paths[k] = mfree(c.paths[k]);
+        }
         for (int k = 0; k < _CG_MAX; k++)
                 if (c.paths[k] && mkdir(c.paths[k], 0755) < 0) {
                         r = -errno;

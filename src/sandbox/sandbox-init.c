@@ -411,8 +411,10 @@ static int init_setup(const InitArgs *a) {
                 if (r < 0)
                         return log_error_errno(r, "Failed to join the sandbox's cgroup: %m");
         }
+        sandbox_phase(" cg attach");
         if (unshare(CLONE_NEWCGROUP) < 0)
                 return log_error_errno(errno, "Failed to create the cgroup namespace: %m");
+        sandbox_phase(" cgns");
         if (sethostname(a->config->hostname, strlen(a->config->hostname)) < 0)
                 return log_error_errno(errno, "sethostname: %m");
         if (a->config->network != NETWORK_HOST) {
@@ -420,6 +422,7 @@ static int init_setup(const InitArgs *a) {
                 if (r < 0)
                         return log_error_errno(r, "Failed to bring up loopback: %m");
         }
+        sandbox_phase(" cg+host+lo");
         r = sandbox_rootfs_setup(a);
         if (r < 0)
                 return r;
@@ -429,9 +432,11 @@ static int init_setup(const InitArgs *a) {
         /* Credential changes cleared these. */
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
                 return -errno;
+        sandbox_phase(" userns");
         r = init_lockdown(a);
         if (r < 0)
                 return log_error_errno(r, "Failed to drop privileges: %m");
+        sandbox_phase(" lockdown");
         struct pollfd p = { .fd = a->life_fd, .events = POLLIN };
         if (poll(&p, 1, 0) > 0)
                 return -ESRCH; /* the host died while we were setting up */

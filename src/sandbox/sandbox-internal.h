@@ -68,6 +68,10 @@ int sandbox_mask_manifest(char **extra, char **ret);
 /* Creates the manifest's entries below layer_fd, owners shifted by base. */
 int sandbox_mask_apply(int layer_fd, const char *manifest, uint32_t base);
 
+/* KILN_SANDBOX_TIMING=1: prints the time since the previous call; NULL only
+ * starts the clock. */
+void sandbox_phase(const char *what);
+
 int msg_send(int fd, const MsgHeader *h, const void *payload, const int *fds, size_t n_fds);
 /* Receives one message into buf (SANDBOX_MSG_MAX bytes); fds up to 3. */
 ssize_t msg_recv(int fd, void *buf, size_t size, int *fds, size_t *n_fds);

@@ -418,28 +418,35 @@ int sandbox_rootfs_setup(const InitArgs *a) {
                         return -errno;
         }
 
+        sandbox_phase(" tmpfs");
         r = setup_layers(&f);
         if (r < 0)
                 return r;
+        sandbox_phase(" layers");
         r = prepare_layer(&f);
         if (r < 0)
                 return r;
+        sandbox_phase(" gen layer");
 
         char work[4096];
         if (join(work, sizeof work, f.layer, "work") < 0)
                 return -ENAMETOOLONG;
         /* The generated layer sits above the image. */
-        if ((size_t) snprintf(opts, sizeof opts, "lowerdir=%s:%s,upperdir=%s,workdir=%s", f.masks, f.lower,
+        if ((size_t) snprintf(opts, sizeof opts, "lowerdir=%s:%s,upperdir=%s,workdir=%s,volatile", f.masks, f.lower,
                               f.upper, work) >= sizeof opts)
                 return -ENAMETOOLONG;
         if (mount("overlay", f.root, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
                 return log_error_errno(errno, "Failed to mount the overlay root: %m");
 
+        sandbox_phase(" overlay");
         r = setup_proc(&f);
+        sandbox_phase(" proc");
         if (r >= 0)
                 r = setup_sys(&f);
+        sandbox_phase(" sys");
         if (r >= 0)
                 r = setup_dev(&f);
+        sandbox_phase(" dev");
         for (size_t i = 0; r >= 0 && i < a->config->n_binds; i++)
                 r = bind_at(&f, a->config->binds[i].source, a->config->binds[i].target,
                             a->config->binds[i].read_only);
@@ -448,6 +455,7 @@ int sandbox_rootfs_setup(const InitArgs *a) {
 
         if (chdir(f.root) < 0)
                 return -errno;
+        sandbox_phase(" binds");
         if (syscall(SYS_pivot_root, ".", ".") < 0)
                 return log_error_errno(errno, "pivot_root: %m");
         /* The old root is now stacked under the new one: detach it. */
@@ -455,5 +463,6 @@ int sandbox_rootfs_setup(const InitArgs *a) {
                 return log_error_errno(errno, "Failed to detach the old root: %m");
         if (chdir("/") < 0)
                 return -errno;
+        sandbox_phase(" pivot");
         return 0;
 }

@@ -34,7 +34,7 @@
 #define MAX_DONE 64
 
 /* KILN_SANDBOX_TIMING=1 prints how long each phase of a sandbox's life took. */
-static void phase(const char *what) {
+void sandbox_phase(const char *what) {
         static int enabled = -1;
         static uint64_t last;
         if (enabled < 0)
@@ -435,7 +435,7 @@ static int start_init(Sandbox *s, const SandboxConfig *c, InitArgs *a) {
         s->init_pid = pid;
         s->control_fd = TAKE_FD(ctl[0]);
         s->life_fd = TAKE_FD(life[1]);
-        phase("clone");
+        sandbox_phase("clone");
 
         /* PID 1 sets itself up meanwhile; it reports ready only after this, and
          * no command runs before that. */
@@ -449,7 +449,7 @@ static int start_init(Sandbox *s, const SandboxConfig *c, InitArgs *a) {
                 r = net_nat_setup(netns, s->slot);
                 if (r < 0)
                         return log_error_errno(r, "Failed to set up NAT networking: %m");
-                phase("nat");
+                sandbox_phase("nat");
         }
         r = wait_ready(s);
         if (r < 0)
@@ -481,7 +481,7 @@ int sandbox_prepare(const SandboxConfig *c, Sandbox **ret) {
         s->buf = malloc(SANDBOX_MSG_MAX);
         if (!s->buf)
                 return -ENOMEM;
-        phase(NULL);
+        sandbox_phase(NULL);
         r = slot_acquire(&s->slot, &s->slot_fd);
         if (r < 0)
                 return log_error_errno(r, "No free sandbox slot: %m");
@@ -492,7 +492,7 @@ int sandbox_prepare(const SandboxConfig *c, Sandbox **ret) {
         if (r < 0)
                 return log_error_errno(r, "Failed to create '%s/.mnt': %m", root);
 
-        phase("state");
+        sandbox_phase("state");
         uint32_t base = SANDBOX_UID_BASE + s->slot * SANDBOX_UID_COUNT;
         if (c->disk_max > 0) {
                 r = disk_image_create(s->dir, c->disk_max, base, &disk);
@@ -505,16 +505,16 @@ int sandbox_prepare(const SandboxConfig *c, Sandbox **ret) {
         if (r < 0)
                 return log_error_errno(r, "Failed to create the sandbox's cgroup: %m");
         s->have_cgroup = true;
-        phase("cgroup");
+        sandbox_phase("cgroup");
         r = userns_create(base, &userns);
         if (r < 0)
                 return log_error_errno(r, "Failed to create the sandbox's user namespace: %m");
-        phase("userns");
+        sandbox_phase("userns");
         if (host) {
                 r = sandbox_mask_manifest(c->mask_paths, &masks);
                 if (r < 0)
                         return log_error_errno(r, "Failed to find the host paths to mask: %m");
-                phase("masks");
+                sandbox_phase("masks");
         }
         if (c->network == NETWORK_NAT) {
                 r = net_resolv_conf(&resolv);
@@ -542,7 +542,7 @@ int sandbox_prepare(const SandboxConfig *c, Sandbox **ret) {
         r = start_init(s, &cfg, &a);
         if (r < 0)
                 return r;
-        phase("init ready");
+        sandbox_phase("init ready");
         *ret = TAKE_PTR(s);
         return 0;
 }
@@ -713,7 +713,7 @@ int sandbox_destroy(Sandbox *s) {
 
         if (!s)
                 return 0;
-        phase(NULL);
+        sandbox_phase(NULL);
         s->control_fd = safe_close(s->control_fd);
         /* PID 1 takes the whole PID namespace with it. While the kernel tears
          * the namespaces down, remove the files: nothing writes them any more. */
@@ -721,20 +721,20 @@ int sandbox_destroy(Sandbox *s) {
                 (void) kill(s->init_pid, SIGKILL);
         if (s->dir) {
                 r = rm_rf(s->dir);
-                phase("rm dir");
+                sandbox_phase("rm dir");
         }
         if (s->init_pid > 0) {
                 /* Once PID 1 is reaped, nothing of the sandbox runs any more. */
                 while (waitpid(s->init_pid, NULL, 0) < 0 && errno == EINTR)
                         ;
-                phase("reap init");
+                sandbox_phase("reap init");
         }
         s->life_fd = safe_close(s->life_fd);
         if (s->have_cgroup) {
                 int q = cgroup_destroy(&s->cgroup);
                 if (q < 0 && r == 0)
                         r = q;
-                phase("rm cgroup");
+                sandbox_phase("rm cgroup");
         }
         if (s->network == NETWORK_NAT)
                 (void) net_nat_teardown(s->slot);
