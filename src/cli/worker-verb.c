@@ -14,6 +14,7 @@
 #include "fs-util.h"
 #include "log.h"
 #include "parse-util.h"
+#include "sandbox.h"
 #include "strv.h"
 #include "verbs.h"
 #include "worker.h"
@@ -44,6 +45,8 @@ static void worker_usage(FILE *f) {
                 "  --claim-wait D          long-poll time of a claim [30s]\n"
                 "  --cancel-poll D         heartbeat at least this often: bounds cancel latency [1s]\n"
                 "  --memory/--pids/--cpus/--disk   limits of warm sandboxes [none]\n"
+                "  --network none|nat      sandboxes' network: loopback only, or outbound\n"
+                "                          access through NAT [none]\n"
                 "  --workspace-max-files N, --workspace-max-bytes SIZE\n"
                 "                          limits of a workspace archive [100000, 8G]\n"
                 "  --artifact-max-bytes SIZE  limit of a task's artifacts [1G]\n"
@@ -53,7 +56,7 @@ static void worker_usage(FILE *f) {
 enum {
         ARG_SERVER = 0x100, ARG_TOKEN, ARG_NAME, ARG_SLOTS, ARG_LABELS, ARG_IMAGE, ARG_POOL, ARG_DEFAULT_IMAGE,
         ARG_DATA, ARG_DRAIN, ARG_GRACE, ARG_TASK_TIMEOUT, ARG_LOG_MAX, ARG_CLAIM_WAIT, ARG_CANCEL_POLL,
-        ARG_MEMORY, ARG_PIDS, ARG_CPUS, ARG_DISK, ARG_WS_FILES, ARG_WS_BYTES, ARG_ART_BYTES, ARG_METRICS,
+        ARG_MEMORY, ARG_PIDS, ARG_CPUS, ARG_DISK, ARG_WS_FILES, ARG_WS_BYTES, ARG_ART_BYTES, ARG_METRICS, ARG_NETWORK,
 };
 
 typedef struct Opts {
@@ -148,6 +151,14 @@ static int parse_one(Opts *o, int c, const char *arg) {
         case ARG_DATA: w->data_dir = arg; return 0;
         case ARG_METRICS: w->metrics_listen = arg; return 0;
         case ARG_LABELS: return parse_labels(o, arg);
+        case ARG_NETWORK:
+                r = network_mode_from_string(arg);
+                if (r < 0 || r == NETWORK_HOST) {
+                        log_error("--network: 'none' or 'nat', not '%s'", arg);
+                        return -EINVAL;
+                }
+                w->network = r;
+                return 0;
         case ARG_SLOTS:
                 r = opt_u64("--slots", arg, &n);
                 if (r >= 0 && (n < 1 || n > 4096)) {
@@ -236,6 +247,7 @@ static int parse_options(int argc, char **argv, Opts *o) {
                 { "workspace-max-bytes", required_argument, NULL, ARG_WS_BYTES },
                 { "artifact-max-bytes", required_argument, NULL, ARG_ART_BYTES },
                 { "metrics", required_argument, NULL, ARG_METRICS },
+                { "network", required_argument, NULL, ARG_NETWORK },
                 {},
         };
         int c;

@@ -151,11 +151,7 @@ int logship_new(const LogShipConfig *c, LogShip **ret) {
                 logship_free(l);
                 return r;
         }
-        r = client_new(c->server, c->token, &l->client);
-        if (r < 0) {
-                logship_free(l);
-                return r;
-        }
+        l->client = c->client;
         client_set_abort(l->client, &l->abort_flag);
         r = -pthread_create(&l->thread, NULL, ship_thread, l);
         if (r < 0) {
@@ -174,7 +170,8 @@ LogShip *logship_free(LogShip *l) {
                 logship_abort(l);
                 pthread_join(l->thread, NULL);
         }
-        client_free(l->client);
+        if (l->client)
+                client_set_abort(l->client, NULL);
         safe_close(l->fd);
         if (l->path)
                 (void) unlink(l->path);

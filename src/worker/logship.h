@@ -15,9 +15,10 @@
 
 typedef struct LogShip LogShip;
 
+typedef struct Client Client;
+
 typedef struct LogShipConfig {
-        const char *server;
-        const char *token;
+        Client *client; /* borrowed: used by the shipping thread until logship_free() */
         int64_t lease, fence;
         const char *spool_path;
         uint64_t max_bytes;  /* the log's cap; 0 = none */

@@ -56,7 +56,7 @@ static int prepare(Pool *p, const Slot *slot, const PoolLimits *l, Sandbox **ret
                 .pids_max = l->pids_max,
                 .cpu_millis = l->cpu_millis,
                 .disk_max = l->disk_max,
-                .network = NETWORK_NONE,
+                .network = l->network,
         };
         Sandbox *s = NULL;
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);

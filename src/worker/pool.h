@@ -24,6 +24,7 @@ typedef struct PoolImage {
 
 typedef struct PoolLimits {
         uint64_t memory_max, pids_max, cpu_millis, disk_max;
+        NetworkMode network;
 } PoolLimits;
 
 typedef struct PoolStats {

@@ -44,6 +44,7 @@ typedef struct Run {
         const WorkerConfig *cfg;
         json_t *spec;
         Client *client;
+        Client *ship_client;
         Sandbox *sandbox;
         Output *out;
         LogShip *ship;
@@ -625,8 +626,10 @@ static int finish_report(Run *r) {
                 long status = rep.status;
                 int64_t off = client_reply_offset(&rep);
                 client_reply_done(&rep);
-                if (k >= 0 && status == 200)
+                if (k >= 0 && status == 200) {
+                        atomic_store(&r->t->reported, true);
                         return 0;
+                }
                 if (k >= 0 && status == 409)
                         return -ESTALE;
                 if (k >= 0 && status == 416 && off >= 0) {
@@ -696,7 +699,8 @@ static int run_masker(Run *r, char *why, size_t whysize) {
 static int run_limits(Run *r, PoolLimits *l) {
         json_t *res = json_object_get(r->spec, "resources");
         *l = (PoolLimits) { .memory_max = r->cfg->memory_max, .pids_max = r->cfg->pids_max,
-                            .cpu_millis = r->cfg->cpu_millis, .disk_max = r->cfg->disk_max };
+                            .cpu_millis = r->cfg->cpu_millis, .disk_max = r->cfg->disk_max,
+                            .network = (NetworkMode) r->cfg->network };
         json_t *v;
         if ((v = json_object_get(res, "memory")) && jobspec_parse_size(v, &l->memory_max) < 0)
                 return -EINVAL;
@@ -754,7 +758,9 @@ static void run_attempt(Run *r) {
         r->state = "failed";
         r->exit_code = -1;
 
-        k = client_new(r->cfg->server, r->w->session, &r->client);
+        k = worker_client_get(r->w, &r->client);
+        if (k >= 0)
+                k = worker_client_get(r->w, &r->ship_client);
         if (k < 0)
                 return (void) log_error_errno(k, "Task %" PRId64 ": %m", r->t->task_id);
         why[0] = 0;
@@ -762,7 +768,7 @@ static void run_attempt(Run *r) {
         if (k >= 0)
                 k = run_prepare_env(r);
         snprintf(spool, sizeof spool, "%s/%" PRId64 ".log", r->w->spool_dir, r->t->lease);
-        LogShipConfig lc = { .server = r->cfg->server, .token = r->w->session, .lease = r->t->lease,
+        LogShipConfig lc = { .client = r->ship_client, .lease = r->t->lease,
                              .fence = r->t->fence, .spool_path = spool, .max_bytes = r->cfg->log_max };
         int q = logship_new(&lc, &r->ship);
         if (q < 0)
@@ -835,7 +841,8 @@ static void *task_thread(void *arg) {
                 pool_release(w->pool, r.sandbox);
         logship_free(r.ship);
         masker_free(r.masker);
-        client_free(r.client);
+        worker_client_put(w, r.client);
+        worker_client_put(w, r.ship_client);
         for (char **s = r.secrets; s && *s; s++)
                 explicit_bzero(*s, strlen(*s));
         strv_free(r.secrets);

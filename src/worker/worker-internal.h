@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "client.h"
 #include "pool.h"
 #include "worker.h"
 
@@ -24,6 +25,7 @@ typedef struct Task {
         uint64_t claimed_usec;
         /* Set by the heartbeat thread or the main loop; read by the task. */
         atomic_bool cancel, lease_lost, hard_stop;
+        atomic_bool reported; /* the server accepted the result */
         /* Guarded by the worker's lock. */
         uint64_t lease_deadline, next_heartbeat;
         struct Task *next;
@@ -51,7 +53,12 @@ struct Worker {
         atomic_bool draining, stopping;
         char spool_dir[4096], blob_dir[4096], tmp_dir[4096];
         WorkerMetrics m;
+        Client *idle[32];
+        size_t n_idle;
 };
+
+int worker_client_get(Worker *w, Client **ret);
+void worker_client_put(Worker *w, Client *c);
 
 /* Starts a task thread for an assignment (taken). */
 int task_start(Worker *w, json_t *assignment);

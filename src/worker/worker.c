@@ -164,6 +164,34 @@ static void *claim_thread(void *arg) {
         return NULL;
 }
 
+/* ---- connections ---- */
+
+/* Clients go back to an idle list so that their connections to the server are
+ * reused by the next task instead of being opened on its dispatch path. */
+int worker_client_get(Worker *w, Client **ret) {
+        pthread_mutex_lock(&w->lock);
+        if (w->n_idle > 0) {
+                *ret = w->idle[--w->n_idle];
+                pthread_mutex_unlock(&w->lock);
+                return 0;
+        }
+        pthread_mutex_unlock(&w->lock);
+        return client_new(w->cfg->server, w->session, ret);
+}
+
+void worker_client_put(Worker *w, Client *c) {
+        if (!c)
+                return;
+        client_set_abort(c, NULL);
+        pthread_mutex_lock(&w->lock);
+        if (w->n_idle < ELEMENTSOF(w->idle)) {
+                w->idle[w->n_idle++] = c;
+                c = NULL;
+        }
+        pthread_mutex_unlock(&w->lock);
+        client_free(c);
+}
+
 /* ---- heartbeats ---- */
 
 static void heartbeat_one(Worker *w, Client *cl, Task *t) {
@@ -186,7 +214,8 @@ static void heartbeat_one(Worker *w, Client *cl, Task *t) {
                 if (json_is_true(json_object_get(rep.json, "cancel")) && !atomic_exchange(&t->cancel, true))
                         log_info("Task %" PRId64 ": cancel requested", t->task_id);
         } else if (r >= 0 && (rep.status == 409 || rep.status == 404)) {
-                if (!atomic_exchange(&t->lease_lost, true))
+                /* A heartbeat that crossed the task's finish is answered 409 too. */
+                if (!atomic_load(&t->reported) && !atomic_exchange(&t->lease_lost, true))
                         log_warning("Task %" PRId64 ": the server refused lease %" PRId64 " (%ld): stopping it",
                                     t->task_id, t->lease, rep.status);
         } else
@@ -208,7 +237,7 @@ static void *heartbeat_thread(void *arg) {
 
                 pthread_mutex_lock(&w->lock);
                 for (Task *t = w->tasks; t; t = t->next) {
-                        if (atomic_load(&t->lease_lost))
+                        if (atomic_load(&t->lease_lost) || atomic_load(&t->reported))
                                 continue;
                         if (now >= t->lease_deadline) {
                                 atomic_store(&t->lease_lost, true);
@@ -380,7 +409,8 @@ int worker_run(const WorkerConfig *c) {
                 imgs[i] = (PoolImage) { .name = (char *) c->images[i].name, .path = (char *) c->images[i].path,
                                         .target = c->images[i].warm };
         PoolLimits defaults = { .memory_max = c->memory_max, .pids_max = c->pids_max,
-                                .cpu_millis = c->cpu_millis, .disk_max = c->disk_max };
+                                .cpu_millis = c->cpu_millis, .disk_max = c->disk_max,
+                                .network = (NetworkMode) c->network };
         r = pool_new(imgs, MIN(c->n_images, (size_t) POOL_IMAGES_MAX), &defaults, &w->pool);
         if (r < 0) {
                 log_error_errno(r, "Failed to start the sandbox pool: %m");
@@ -429,6 +459,8 @@ int worker_run(const WorkerConfig *c) {
         log_info("Worker stopped");
 finish:
         metrics_stop(metrics);
+        while (w->n_idle > 0)
+                client_free(w->idle[--w->n_idle]);
         pool_free(w->pool);
         if (w->session) {
                 explicit_bzero(w->session, strlen(w->session));

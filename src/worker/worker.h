@@ -32,6 +32,7 @@ typedef struct WorkerConfig {
         const char *data_dir;
         /* Limits of warm sandboxes; tasks whose resources differ get a cold one. */
         uint64_t memory_max, pids_max, cpu_millis, disk_max;
+        int network; /* NetworkMode of every sandbox: none (loopback only) or nat */
         uint64_t drain_timeout_usec;
         uint64_t kill_grace_usec;    /* SIGTERM → SIGKILL on timeout and cancel */
         uint64_t task_timeout_usec;  /* for specs without "timeout" */

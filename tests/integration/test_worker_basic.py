@@ -2,25 +2,35 @@
 artifacts, workspaces, timeouts, cancel, secrets."""
 import base64
 import json
-import os
-import tarfile
+import socket
 import time
 import urllib.parse
+import urllib.request
 
 import pytest
 
 from conftest import have_root
 from kilnapi import Server, submit, wait_for
-from workerlib import (WorkerProc, artifact_files, artifacts, job, make_tar, task, task_log, upload_blob,
+from workerlib import (WorkerProc, artifact_files, artifacts, make_tar, task, task_log, upload_blob,
                        wait_job, wait_task_state)
 
 pytestmark = pytest.mark.skipif(not have_root(), reason="needs root (sandboxes: namespaces, cgroups, mounts)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+METRICS_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
 def env():
     srv = Server(args=["--lease-ttl", "6s"]).start()
     w = WorkerProc(srv, "basic", args=["--pool", "host=2", "--slots", "4", "--kill-grace", "1s",
+                                       "--metrics", "127.0.0.1:%d" % METRICS_PORT,
                                        "--workspace-max-files", "5000", "--workspace-max-bytes", "256M",
                                        "--log-max", "16M"]).start()
     yield srv, w
@@ -190,3 +200,19 @@ def test_secrets_are_masked_in_every_form(env):
         assert f.encode() not in log, (f, log)
     assert log.count(b"***") >= 7, log
     assert b"raw: ***" in log and b"split: ***" in log, log
+
+
+def test_metrics(env):
+    srv, w = env
+    wait_job(srv, submit(srv, {"name": "m", "steps": [{"run": "echo hi"}]})["id"])
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS_PORT, timeout=10).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            values[k] = float(v)
+    assert values['kiln_worker_pool_target{image="host"}'] == 2
+    assert 0 <= values['kiln_worker_pool_ready{image="host"}'] <= 2
+    assert values["kiln_worker_sandbox_prepare_seconds_count"] >= 2
+    assert values["kiln_worker_claim_to_start_seconds_count"] >= 1
+    assert values["kiln_worker_bytes_masked_total"] > 0  # the secrets test ran before

@@ -2,7 +2,6 @@
 left behind, no log byte lost, leftovers removed at the next start."""
 import os
 import signal
-import subprocess
 import time
 import uuid
 

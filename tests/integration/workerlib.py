@@ -11,7 +11,7 @@ import tempfile
 import time
 
 from conftest import KILN
-from kilnapi import Server, submit, wait_for  # noqa: F401 - re-exported
+from kilnapi import wait_for
 
 FINAL = ("succeeded", "failed", "warning", "skipped", "cancelled", "timed_out", "lost")
 
@@ -19,7 +19,7 @@ FINAL = ("succeeded", "failed", "warning", "skipped", "cancelled", "timed_out", 
 class WorkerProc:
     """A `kiln worker` process."""
 
-    def __init__(self, srv, name="w", args=(), data=None, sandbox_dir=None, netns=None, url=None):
+    def __init__(self, srv, name="w", args=(), data=None, sandbox_dir=None, nsenter=None, url=None):
         self.srv = srv
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="kiln-worker-")
@@ -27,7 +27,7 @@ class WorkerProc:
         self.sandbox_dir = sandbox_dir or os.path.join(self.tmp, "sandboxes")
         self.token = srv.token("worker", name)
         self.args = list(args)
-        self.netns = netns
+        self.nsenter = nsenter
         self.url = url or srv.url
         self.proc = None
         self.errpath = os.path.join(self.tmp, "stderr")
@@ -36,8 +36,10 @@ class WorkerProc:
         env = dict(os.environ, KILN_SANDBOX_DIR=self.sandbox_dir)
         cmd = [KILN, "worker", "--server", self.url, "--token", self.token, "--name", self.name,
                "--data", self.data] + self.args
-        if self.netns:
-            cmd = ["ip", "netns", "exec", self.netns] + cmd
+        if self.nsenter:
+            # Only the network namespace: `ip netns exec` would also remount
+            # /sys and hide the cgroup file systems.
+            cmd = ["nsenter", "--net=/run/netns/" + self.nsenter] + cmd
         self.err = open(self.errpath, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.err, env=env)
         assert wait_for(lambda: "Registered as worker" in self.log() or self.proc.poll() is not None,
