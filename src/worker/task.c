@@ -884,7 +884,7 @@ int task_start(Worker *w, json_t *a) {
         t = calloc(1, sizeof *t);
         if (!t)
                 return -ENOMEM;
-        atomic_init(&t->refs, 2); /* the worker's list and the thread */
+        atomic_init(&t->refs, 1); /* the thread's; it leaves the list before dropping it */
         t->w = w;
         t->lease = jint(a, "lease");
         t->fence = jint(a, "fence");

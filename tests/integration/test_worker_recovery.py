@@ -62,10 +62,12 @@ def test_kill9_mid_task(srv):
         a2.start()
         try:
             log = a2.log()
-            for sid in before:
+            # State directories are named ID.SLOT.NETWORK; cgroups and the log use the ID.
+            ids = [e.split(".")[0] for e in before]
+            for sid in ids:
                 assert "Removed leftover sandbox %s" % sid in log, log
             assert not any(s in sandbox_leftovers(a.sandbox_dir) for s in before)
-            assert cgroups_named(before) == []
+            assert cgroups_named(ids) == []
         finally:
             a2.stop()
             assert a2.wait() == 0
