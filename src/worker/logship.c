@@ -72,6 +72,11 @@ static int64_t send_chunk(LogShip *l, uint64_t from, uint64_t to, void *buf) {
                 return off; /* a gap: resend from what the server holds */
         if (status == 409 || status == 404)
                 return -ESTALE;
+        if (status == 413 && l->chunk_max > 64 * 1024) {
+                /* The server takes smaller appends than we sent. */
+                l->chunk_max /= 2;
+                return -EAGAIN;
+        }
         log_debug("Log append at %" PRIu64 " answered %ld, will retry", from, status);
         return -EAGAIN;
 }

@@ -51,6 +51,14 @@ void worker_config_init(WorkerConfig *c) {
 
 /* ---- registration ---- */
 
+static unsigned stop_requests(int fd) {
+        uint64_t v = 0;
+        if (fd < 0 || read(fd, &v, sizeof v) != sizeof v)
+                return 0;
+        return (unsigned) MIN(v, 2ULL);
+}
+
+
 static json_t *labels_json(char **labels) {
         json_t *o = json_object();
         for (char **l = labels; l && *l; l++) {
@@ -85,8 +93,11 @@ static int worker_register(Worker *w) {
                 json_decref(body);
                 return r;
         }
-        for (unsigned attempt = 0; !atomic_load(&w->draining); attempt++) {
+        for (unsigned attempt = 0;; attempt++) {
                 ClientReply rep = {};
+                /* Nothing runs yet: a stop request ends the worker at once. */
+                if (stop_requests(c->stop_fd) > 0)
+                        break;
                 char msg[256];
                 r = client_call(cl, "POST", "/api/v1/workers/register", body, CALL_TIMEOUT_MS, &rep);
                 if (r >= 0 && rep.status == 201) {
@@ -315,13 +326,6 @@ static void leftovers_remove(Worker *w) {
 }
 
 /* ---- the main loop ---- */
-
-static unsigned stop_requests(int fd) {
-        uint64_t v = 0;
-        if (fd < 0 || read(fd, &v, sizeof v) != sizeof v)
-                return 0;
-        return (unsigned) MIN(v, 2ULL);
-}
 
 static void stop_all_tasks(Worker *w) {
         pthread_mutex_lock(&w->lock);
