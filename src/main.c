@@ -12,6 +12,7 @@ static const Verb verbs[] = {
         { "token", verb_token, "create, list and revoke API tokens" },
         { "secret", verb_secret, "set, list and delete secrets" },
         { "worker", verb_worker, "run tasks from a server's queue in fresh sandboxes" },
+        { "image", verb_image, "build, import, switch and roll back runner images" },
         { "sandbox", verb_sandbox, "run a command in a fresh sandbox; manage sandboxes" },
         { "validate", verb_validate, "check a kiln.yml and show the job it describes" },
         { "version", verb_version, "print kiln's version" },

@@ -14,6 +14,7 @@ const Verb *verb_find(const char *name);
 int verb_server(int argc, char **argv);
 int verb_token(int argc, char **argv);
 int verb_secret(int argc, char **argv);
+int verb_image(int argc, char **argv);
 int verb_sandbox(int argc, char **argv);
 int verb_worker(int argc, char **argv);
 int verb_validate(int argc, char **argv);

@@ -202,6 +202,7 @@ typedef struct Extractor {
         const ArchiveLimits *limits;
         ArchiveStats stats;
         ArchiveError *error;
+        bool rootfs; /* archive_extract_rootfs(): owners, all mode bits, any symlink target */
         /* The last parent directory: archives list siblings together. */
         char *cached_dir;
         int cached_fd;
@@ -313,8 +314,11 @@ static int extract_file(Extractor *x, struct archive_entry *e, const char *path,
                 if (r < 0)
                         return fail(x->error, r, "Cannot write '%s': %s", P(path), strerror(-r));
         }
-        /* Holes at the end of a sparse file are only in the size. */
-        if (ftruncate(fd, (off_t) accounted) < 0 || fchmod(fd, mode) < 0)
+        /* Holes at the end of a sparse file are only in the size. Owners
+         * first: chown clears setuid and setgid. */
+        if (ftruncate(fd, (off_t) accounted) < 0 ||
+            (x->rootfs && fchown(fd, (uid_t) archive_entry_uid(e), (gid_t) archive_entry_gid(e)) < 0) ||
+            fchmod(fd, mode) < 0)
                 return fail(x->error, -errno, "Cannot finish '%s': %m", P(path));
         ts[0] = (struct timespec) { .tv_nsec = UTIME_OMIT };
         ts[1] = (struct timespec) { archive_entry_mtime(e), archive_entry_mtime_nsec(e) };
@@ -324,7 +328,8 @@ static int extract_file(Extractor *x, struct archive_entry *e, const char *path,
         return 0;
 }
 
-static int extract_dir(Extractor *x, const char *path, int pfd, const char *name, mode_t mode) {
+static int extract_dir(Extractor *x, struct archive_entry *e, const char *path, int pfd,
+                       const char *name, mode_t mode) {
         _cleanup_close_ int fd = -EBADF;
         struct stat st;
 
@@ -340,6 +345,9 @@ static int extract_dir(Extractor *x, const char *path, int pfd, const char *name
                         return exists_error(x, -EEXIST, path);
         }
         fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0 && x->rootfs &&
+            fchown(fd, (uid_t) archive_entry_uid(e), (gid_t) archive_entry_gid(e)) < 0)
+                return fail(x->error, -errno, "Cannot set the owner of '%s': %m", P(path));
         if (fd < 0 || fchmod(fd, mode | 0700) < 0)
                 return fail(x->error, -errno, "Cannot open directory '%s': %m", P(path));
         x->stats.n_dirs++;
@@ -356,11 +364,16 @@ static int extract_symlink(Extractor *x, struct archive_entry *e, const char *pa
         if (strlen(target) > x->limits->max_path_len)
                 return fail(x->error, -ENAMETOOLONG, "Symlink '%s' has a target that is too long",
                             P(path));
-        if (symlink_target_check(target, depth - 1) < 0)
+        /* In a root file system absolute links are normal: they resolve inside
+         * the sandbox's root. The extractor itself never follows a link. */
+        if (!x->rootfs && symlink_target_check(target, depth - 1) < 0)
                 return fail(x->error, -ELOOP, "Symlink '%s' -> '%s' points outside the target",
                             P(path), P(target));
         if (symlinkat(target, pfd, name) < 0)
                 return exists_error(x, -errno, path);
+        if (x->rootfs && fchownat(pfd, name, (uid_t) archive_entry_uid(e), (gid_t) archive_entry_gid(e),
+                                  AT_SYMLINK_NOFOLLOW) < 0)
+                return fail(x->error, -errno, "Cannot set the owner of '%s': %m", P(path));
         ts[0] = (struct timespec) { .tv_nsec = UTIME_OMIT };
         ts[1] = (struct timespec) { archive_entry_mtime(e), archive_entry_mtime_nsec(e) };
         if (archive_entry_mtime_is_set(e))
@@ -444,7 +457,7 @@ static int extract_entry(Extractor *x, struct archive_entry *e) {
         if (!hardlink && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
                 return fail(x->error, -EPERM, "Entry '%s' is a %s: refused", P(raw),
                             special_type_name(type));
-        if (mode & 07000) {
+        if ((mode & 07000) && !x->rootfs) {
                 x->stats.n_stripped++;
                 mode &= 0777;
         }
@@ -460,20 +473,21 @@ static int extract_entry(Extractor *x, struct archive_entry *e) {
         if (hardlink)
                 return extract_hardlink(x, path, hardlink, pfd, name);
         if (type == AE_IFDIR)
-                return extract_dir(x, path, pfd, name, mode);
+                return extract_dir(x, e, path, pfd, name, mode);
         if (type == AE_IFLNK)
                 return extract_symlink(x, e, path, depth, pfd, name);
         return extract_file(x, e, path, pfd, name, mode);
 }
 
-int archive_extract_safe(int archive_fd, int target_dir_fd, const ArchiveLimits *l,
-                         ArchiveStats *ret_stats, ArchiveError *ret_error) {
+static int extract(int archive_fd, int target_dir_fd, bool rootfs, const ArchiveLimits *l,
+                   ArchiveStats *ret_stats, ArchiveError *ret_error) {
         _cleanup_(archive_read_freep) struct archive *a = archive_read_new();
         Extractor x = {
                 .a = a,
                 .root_fd = target_dir_fd,
                 .limits = l ?: &archive_limits_default,
                 .error = ret_error,
+                .rootfs = rootfs,
                 .cached_fd = -EBADF,
         };
         int r = 0;
@@ -515,6 +529,16 @@ int archive_extract_safe(int archive_fd, int target_dir_fd, const ArchiveLimits 
         if (ret_stats)
                 *ret_stats = x.stats;
         return 0;
+}
+
+int archive_extract_safe(int archive_fd, int target_dir_fd, const ArchiveLimits *l,
+                         ArchiveStats *ret_stats, ArchiveError *ret_error) {
+        return extract(archive_fd, target_dir_fd, false, l, ret_stats, ret_error);
+}
+
+int archive_extract_rootfs(int archive_fd, int target_dir_fd, const ArchiveLimits *l,
+                           ArchiveStats *ret_stats, ArchiveError *ret_error) {
+        return extract(archive_fd, target_dir_fd, true, l, ret_stats, ret_error);
 }
 
 /* ---- globs ---- */
@@ -611,6 +635,8 @@ static bool globs_match(char *const *globs, const char *path) {
 typedef struct PackEntry {
         char *path;
         mode_t mode;
+        uid_t uid;
+        gid_t gid;
         uint64_t size;
         int64_t mtime;
         char *link;
@@ -626,6 +652,7 @@ typedef struct Packer {
         int root_fd;
         char *const *globs; /* include (archive_pack) or exclude (archive_pack_dir) */
         bool exclude;
+        bool rootfs; /* archive_pack_rootfs(): owners, all mode bits, any symlink target */
         const ArchiveLimits *limits;
         ArchiveStats stats;
         ArchiveError *error;
@@ -646,7 +673,8 @@ static void packer_done(Packer *p) {
 }
 
 static int packer_push(Packer *p, const PackEntry *e) {
-        PackEntry copy = { .mode = e->mode, .size = e->size, .mtime = e->mtime };
+        PackEntry copy = { .mode = e->mode, .uid = e->uid, .gid = e->gid, .size = e->size,
+                           .mtime = e->mtime };
 
         if (p->n_items >= p->limits->max_entries)
                 return fail(p->error, -E2BIG, "More than %" PRIu64 " entries to pack",
@@ -721,6 +749,10 @@ static int pack_visit(Packer *p, int dfd, const Frame *f, const char *prefix, un
                 return fail(p->error, -errno, "Cannot stat '%s': %m", P(path));
 
         e = (PackEntry) { .path = path, .mode = st.st_mode, .mtime = st.st_mtim.tv_sec };
+        if (p->rootfs) {
+                e.uid = st.st_uid;
+                e.gid = st.st_gid;
+        }
         if (S_ISDIR(st.st_mode)) {
                 _cleanup_close_ int sub = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 bool added = false;
@@ -750,7 +782,7 @@ static int pack_visit(Packer *p, int dfd, const Frame *f, const char *prefix, un
                 if (k < 0)
                         return fail(p->error, -errno, "Cannot read symlink '%s': %m", P(path));
                 link[k] = 0;
-                if ((size_t) k >= max || k == 0 || symlink_target_check(link, depth) < 0) {
+                if ((size_t) k >= max || k == 0 || (!p->rootfs && symlink_target_check(link, depth) < 0)) {
                         p->stats.n_skipped++;
                         return 0;
                 }
@@ -868,9 +900,9 @@ static int pack_write_entry(Packer *p, struct archive *a, const PackEntry *e) {
         if (!ae)
                 return -ENOMEM;
         archive_entry_set_pathname(ae, e->path);
-        archive_entry_set_perm(ae, e->mode & 0777);
-        archive_entry_set_uid(ae, 0);
-        archive_entry_set_gid(ae, 0);
+        archive_entry_set_perm(ae, e->mode & (p->rootfs ? 07777 : 0777));
+        archive_entry_set_uid(ae, e->uid);
+        archive_entry_set_gid(ae, e->gid);
         archive_entry_set_mtime(ae, (time_t) e->mtime, 0);
         if (S_ISDIR(e->mode)) {
                 archive_entry_set_filetype(ae, AE_IFDIR);
@@ -912,12 +944,13 @@ static int pack_write(Packer *p, int out_fd) {
         return 0;
 }
 
-static int pack(int dir_fd, char *const *globs, bool exclude, int out_fd, const ArchiveLimits *l,
-                ArchiveStats *ret_stats, ArchiveError *ret_error) {
+static int pack(int dir_fd, char *const *globs, bool exclude, bool rootfs, int out_fd,
+                const ArchiveLimits *l, ArchiveStats *ret_stats, ArchiveError *ret_error) {
         _cleanup_(packer_done) Packer p = {
                 .root_fd = dir_fd,
                 .globs = globs,
                 .exclude = exclude,
+                .rootfs = rootfs,
                 .limits = l ?: &archive_limits_default,
                 .error = ret_error,
         };
@@ -946,10 +979,15 @@ static int pack(int dir_fd, char *const *globs, bool exclude, int out_fd, const 
 
 int archive_pack(int dir_fd, char *const *globs, int out_fd, const ArchiveLimits *l,
                  ArchiveStats *ret_stats, ArchiveError *ret_error) {
-        return pack(dir_fd, globs, false, out_fd, l, ret_stats, ret_error);
+        return pack(dir_fd, globs, false, false, out_fd, l, ret_stats, ret_error);
 }
 
 int archive_pack_dir(int dir_fd, char *const *exclude_globs, int out_fd, const ArchiveLimits *l,
                      ArchiveStats *ret_stats, ArchiveError *ret_error) {
-        return pack(dir_fd, exclude_globs, true, out_fd, l, ret_stats, ret_error);
+        return pack(dir_fd, exclude_globs, true, false, out_fd, l, ret_stats, ret_error);
+}
+
+int archive_pack_rootfs(int dir_fd, int out_fd, const ArchiveLimits *l, ArchiveStats *ret_stats,
+                        ArchiveError *ret_error) {
+        return pack(dir_fd, NULL, true, true, out_fd, l, ret_stats, ret_error);
 }

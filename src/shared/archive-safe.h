@@ -83,4 +83,17 @@ int archive_pack_dir(int dir_fd, char *const *exclude_globs, int out_fd, const A
  * Hardlinked files are stored as separate files. A file that changes size
  * while being packed fails the pack (-EIO). */
 
+/* Root file systems (images): like archive_extract_safe() and
+ * archive_pack_dir(), with the same refusals of paths that leave the target,
+ * links through which an entry would be written, device nodes, FIFOs and
+ * sockets, and the same limits, but keeping what an operating system tree
+ * needs: numeric owners, setuid/setgid/sticky bits, and symlinks whatever
+ * their target (absolute ones are normal in a root file system; they are
+ * resolved inside the sandbox, and the extractor never follows a link). The
+ * packer is deterministic in the same way, with owners as on disk. */
+int archive_extract_rootfs(int archive_fd, int target_dir_fd, const ArchiveLimits *l,
+                           ArchiveStats *ret_stats, ArchiveError *ret_error);
+int archive_pack_rootfs(int dir_fd, int out_fd, const ArchiveLimits *l, ArchiveStats *ret_stats,
+                        ArchiveError *ret_error);
+
 bool archive_glob_match(const char *glob, const char *path);
