@@ -8,6 +8,16 @@
 #include "verbs.h"
 
 static const Verb verbs[] = {
+        { "run", verb_run, "run this directory (or -- CMD) as a job and follow it" },
+        { "up", verb_up, "a server and a worker in one process: the embedded default" },
+        { "ps", verb_ps, "list jobs" },
+        { "logs", verb_logs, "print or follow a job's logs" },
+        { "watch", verb_watch, "a live table of a job's tasks" },
+        { "cancel", verb_cancel, "cancel jobs" },
+        { "retry", verb_retry, "queue a finished job's failed tasks again" },
+        { "artifacts", verb_artifacts, "list or download a job's artifacts" },
+        { "workers", verb_workers, "list the workers" },
+        { "top", verb_top, "full-screen live view of the queue and the workers" },
         { "server", verb_server, "run the control plane: API, queue, logs, artifacts" },
         { "token", verb_token, "create, list and revoke API tokens" },
         { "secret", verb_secret, "set, list and delete secrets" },

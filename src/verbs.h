@@ -11,6 +11,16 @@ typedef struct Verb {
 
 const Verb *verb_find(const char *name);
 
+int verb_run(int argc, char **argv);
+int verb_up(int argc, char **argv);
+int verb_ps(int argc, char **argv);
+int verb_logs(int argc, char **argv);
+int verb_watch(int argc, char **argv);
+int verb_cancel(int argc, char **argv);
+int verb_retry(int argc, char **argv);
+int verb_artifacts(int argc, char **argv);
+int verb_workers(int argc, char **argv);
+int verb_top(int argc, char **argv);
 int verb_server(int argc, char **argv);
 int verb_token(int argc, char **argv);
 int verb_secret(int argc, char **argv);

@@ -154,6 +154,10 @@ static void config_defaults(ServerConfig *cfg) {
         };
 }
 
+void server_config_defaults(ServerConfig *cfg) {
+        config_defaults(cfg);
+}
+
 /* The data directory's layout (DESIGN §6), created durably. */
 int server_data_dir_open(const char *dir, int *ret_fd);
 int server_data_dir_open(const char *dir, int *ret_fd) {
@@ -221,7 +225,7 @@ static void *reaper_main(void *arg) {
         return NULL;
 }
 
-static int server_start(Server *srv) {
+int server_start(Server *srv) {
         char path[4096];
         StoreOptions so = { .lease_ttl_usec = srv->cfg.lease_ttl_usec,
                             .max_infra_retries = srv->cfg.max_infra_retries };
@@ -254,7 +258,7 @@ static int server_start(Server *srv) {
         return 0;
 }
 
-static void server_stop(Server *srv) {
+void server_stop(Server *srv) {
         atomic_store(&srv->stopping, true);
         if (srv->store)
                 store_wake_all(srv->store);

@@ -111,6 +111,16 @@ struct Request {
         json_t *deferred_error;
 };
 
+/* Embedding (kiln up): the defaults `kiln server` starts from; start opens
+ * the data directory and listens (srv needs .data_fd and .listen_fd set to
+ * -EBADF and .cfg filled in); stop undoes what start did, also after a failed
+ * start. The caller owns the signals. */
+void server_config_defaults(ServerConfig *cfg);
+int server_start(Server *srv);
+void server_stop(Server *srv);
+/* The port the server listens on (useful with port 0). */
+int http_bound_port(Server *srv);
+
 extern const Route server_routes[];
 extern const size_t server_n_routes;
 

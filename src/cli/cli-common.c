@@ -1,0 +1,597 @@
+/* SPDX-License-Identifier: MIT */
+/* The user-facing verbs' shared parts: configuration, the API connection,
+ * Ctrl-C, colour and formatting (docs/cli.md). */
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "fd-util.h"
+#include "fs-util.h"
+#include "log.h"
+#include "parse-util.h"
+
+struct Api {
+        char *server;
+        char *token;
+        CURL *curl;
+        struct curl_slist *auth;
+};
+
+/* ---- Ctrl-C ---- */
+
+static volatile sig_atomic_t sigint_count;
+static unsigned sigint_acked;
+
+static void on_sigint(int sig _unused_) {
+        sigint_count = sigint_count + 1;
+}
+
+void cli_sigint_install(void) {
+        struct sigaction sa = { .sa_handler = on_sigint };
+        sigemptyset(&sa.sa_mask);
+        (void) sigaction(SIGINT, &sa, NULL);
+}
+
+unsigned cli_sigint_count(void) {
+        return (unsigned) sigint_count;
+}
+
+bool cli_sigint_pending(void) {
+        return (unsigned) sigint_count != sigint_acked;
+}
+
+void cli_sigint_ack(unsigned n) {
+        sigint_acked = n;
+}
+
+static int on_progress(void *p _unused_, curl_off_t a _unused_, curl_off_t b _unused_, curl_off_t c _unused_,
+                       curl_off_t d _unused_) {
+        return (unsigned) sigint_count != sigint_acked;
+}
+
+/* ---- configuration ---- */
+
+int cli_state_dir(char **ret) {
+        const char *x = getenv("XDG_STATE_HOME");
+        char *p = NULL;
+        int r;
+
+        if (!isempty(x) && path_is_absolute(x))
+                r = asprintf(&p, "%s/kiln", x);
+        else if (geteuid() == 0)
+                r = asprintf(&p, "/var/lib/kiln");
+        else {
+                const char *home = getenv("HOME");
+                if (isempty(home) || !path_is_absolute(home))
+                        return -ENOENT;
+                r = asprintf(&p, "%s/.local/state/kiln", home);
+        }
+        if (r < 0)
+                return -ENOMEM;
+        *ret = p;
+        return 0;
+}
+
+/* The config file: "key = value" lines, '#' comments; keys server, token. */
+static int config_read(char **ret_server, char **ret_token) {
+        _cleanup_free_ char *user = NULL, *text = NULL;
+        const char *x = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+        const char *path = NULL;
+        int r;
+
+        if (!isempty(x) && path_is_absolute(x))
+                r = asprintf(&user, "%s/kiln/kiln.conf", x);
+        else if (!isempty(home) && path_is_absolute(home))
+                r = asprintf(&user, "%s/.config/kiln/kiln.conf", home);
+        else
+                r = 0;
+        if (r < 0)
+                return -ENOMEM;
+        path = user && access(user, F_OK) == 0 ? user : "/etc/kiln/kiln.conf";
+        r = read_full_file(path, CLI_CONFIG_MAX, &text, NULL);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return log_error_errno(r, "Failed to read the config file '%s': %m", path);
+
+        unsigned lineno = 0;
+        for (char *line = text, *next; line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = 0;
+                lineno++;
+                line += strspn(line, " \t");
+                if (!*line || *line == '#')
+                        continue;
+                char *eq = strchr(line, '=');
+                if (!eq)
+                        return log_error_errno(EINVAL, "%s:%u: expected 'key = value'.", path, lineno);
+                char *k = line, *v = eq + 1;
+                *eq = 0;
+                k[strcspn(k, " \t")] = 0;
+                v += strspn(v, " \t");
+                for (size_t n = strlen(v); n > 0 && isspace((unsigned char) v[n - 1]); n--)
+                        v[n - 1] = 0;
+                char **dst = streq(k, "server") ? ret_server : streq(k, "token") ? ret_token : NULL;
+                if (!dst)
+                        return log_error_errno(EINVAL, "%s:%u: unknown key '%s' (expected server or token).",
+                                               path, lineno, k);
+                free(*dst);
+                *dst = strdup(v);
+                if (!*dst)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+Api *api_free(Api *a) {
+        if (!a)
+                return NULL;
+        if (a->curl)
+                curl_easy_cleanup(a->curl);
+        curl_slist_free_all(a->auth);
+        if (a->token) {
+                explicit_bzero(a->token, strlen(a->token));
+                free(a->token);
+        }
+        free(a->server);
+        free(a);
+        return NULL;
+}
+
+const char *api_server(const Api *a) {
+        return a->server;
+}
+
+int api_open(const ApiOptions *o, Api **ret) {
+        _cleanup_(api_freep) Api *a = calloc(1, sizeof *a);
+        _cleanup_free_ char *cfg_server = NULL, *cfg_token = NULL, *auth = NULL;
+        const char *server = o->server, *token = o->token;
+        int r;
+
+        if (!a)
+                return -ENOMEM;
+        if (!server)
+                server = getenv("KILN_SERVER");
+        if (!token)
+                token = getenv("KILN_TOKEN");
+        if (isempty(server) || isempty(token)) {
+                r = config_read(&cfg_server, &cfg_token);
+                if (r < 0)
+                        return r;
+                if (isempty(server))
+                        server = cfg_server;
+                if (isempty(token))
+                        token = cfg_token;
+        }
+        if (isempty(server)) {
+                r = up_find(o->start_private, &a->server, &a->token);
+                if (r == -ENOENT)
+                        return log_error_errno(r, "No server configured and no 'kiln up' running: start one with "
+                                                  "'kiln up', or set KILN_SERVER and KILN_TOKEN.");
+                if (r < 0)
+                        return r;
+        } else {
+                if (!strneq(server, "http://", 7) && !strneq(server, "https://", 8))
+                        return log_error_errno(EINVAL, "Invalid server '%s': expected an http:// or https:// URL.",
+                                               server);
+                if (isempty(token))
+                        return log_error_errno(EINVAL, "No token for '%s': pass --token or set KILN_TOKEN.", server);
+                a->server = strdup(server);
+                a->token = strdup(token);
+                if (!a->server || !a->token)
+                        return -ENOMEM;
+        }
+        size_t n = strlen(a->server);
+        while (n > 0 && a->server[n - 1] == '/')
+                a->server[--n] = 0;
+
+        a->curl = curl_easy_init();
+        if (!a->curl)
+                return -ENOMEM;
+        if (asprintf(&auth, "Authorization: Bearer %s", a->token) < 0)
+                return -ENOMEM;
+        a->auth = curl_slist_append(NULL, auth);
+        explicit_bzero(auth, strlen(auth));
+        if (!a->auth)
+                return -ENOMEM;
+        *ret = TAKE_PTR(a);
+        return 0;
+}
+
+/* ---- transfers ---- */
+
+typedef struct Sink {
+        char *buf;
+        size_t size;
+        ApiDataFn fn;
+        void *userdata;
+        bool stopped;
+} Sink;
+
+static size_t sink_write(char *p, size_t size, size_t n, void *userdata) {
+        Sink *s = userdata;
+        size_t len = size * n;
+        if (s->fn) {
+                if (!s->fn(p, len, s->userdata)) {
+                        s->stopped = true;
+                        return 0;
+                }
+                return len;
+        }
+        if (s->size + len > CLI_RESPONSE_MAX)
+                return 0;
+        char *b = realloc(s->buf, s->size + len + 1);
+        if (!b)
+                return 0;
+        memcpy(b + s->size, p, len);
+        s->buf = b;
+        s->size += len;
+        s->buf[s->size] = 0;
+        return len;
+}
+
+typedef struct HeaderSink {
+        ApiDataFn fn;
+        void *userdata;
+} HeaderSink;
+
+static size_t header_write(char *p, size_t size, size_t n, void *userdata) {
+        HeaderSink *h = userdata;
+        if (h->fn)
+                (void) h->fn(p, size * n, h->userdata);
+        return size * n;
+}
+
+static int transfer(Api *a, const char *method, const char *path, const char *body, size_t body_size,
+                    const char *content_type, Sink *sink, HeaderSink *hs, long *ret_status) {
+        _cleanup_free_ char *url = NULL, *ctype = NULL;
+        struct curl_slist *headers = NULL;
+        CURL *c = a->curl;
+
+        if (asprintf(&url, "%s%s", a->server, path) < 0 ||
+            asprintf(&ctype, "Content-Type: %s", content_type ? content_type : "application/json") < 0)
+                return -ENOMEM;
+        for (struct curl_slist *h = a->auth; h; h = h->next)
+                headers = curl_slist_append(headers, h->data);
+        headers = curl_slist_append(headers, ctype);
+        headers = curl_slist_append(headers, "Expect:");
+        if (!headers)
+                return -ENOMEM;
+
+        curl_easy_reset(c);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+        curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        if (hs) {
+                curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_write);
+                curl_easy_setopt(c, CURLOPT_HEADERDATA, hs);
+        }
+        if (streq(method, "GET"))
+                curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+        else if (streq(method, "HEAD"))
+                curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+        else {
+                curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+                curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+                curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) (body ? body_size : 0));
+        }
+        CURLcode cc = curl_easy_perform(c);
+        curl_slist_free_all(headers);
+        if (cc == CURLE_ABORTED_BY_CALLBACK)
+                return -EINTR;
+        if (cc == CURLE_WRITE_ERROR && sink->stopped)
+                cc = CURLE_OK;
+        if (cc != CURLE_OK)
+                return log_error_errno(cc == CURLE_COULDNT_CONNECT ? ECONNREFUSED : EIO,
+                                       "Failed to reach the server at '%s': %s", a->server, curl_easy_strerror(cc));
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, ret_status);
+        return 0;
+}
+
+static int http_status_errno(long status) {
+        return status == 404 ? -ENOENT : status == 409 ? -EBUSY : status == 401 || status == 403 ? -EACCES : -EIO;
+}
+
+static void log_http_error(const char *method, const char *path, long status, const char *body) {
+        json_t *j = body ? json_loads(body, 0, NULL) : NULL;
+        const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+        if (status == 401)
+                log_error("The server refused the token (401): check KILN_TOKEN or the config file.");
+        else if (m)
+                log_error("%s", m);
+        else
+                log_error("%s %s: HTTP status %ld", method, path, status);
+        json_decref(j);
+}
+
+static int call(Api *a, const char *method, const char *path, json_t *body, json_t **ret, long *ret_status,
+                bool quiet) {
+        _cleanup_free_ char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        Sink sink = {};
+        long status = 0;
+        int r;
+
+        if (body && !text)
+                return -ENOMEM;
+        r = transfer(a, method, path, text, text ? strlen(text) : 0, NULL, &sink, NULL, &status);
+        if (r < 0) {
+                free(sink.buf);
+                return r;
+        }
+        if (ret_status)
+                *ret_status = status;
+        if (status < 200 || status >= 300) {
+                if (!quiet)
+                        log_http_error(method, path, status, sink.buf);
+                free(sink.buf);
+                return http_status_errno(status);
+        }
+        if (ret) {
+                json_error_t err;
+                *ret = sink.buf ? json_loads(sink.buf, 0, &err) : json_object();
+                if (!*ret && !quiet)
+                        log_error("%s %s: the server's answer is not JSON.", method, path);
+        }
+        free(sink.buf);
+        return ret && !*ret ? -EBADMSG : 0;
+}
+
+int api_call(Api *a, const char *method, const char *path, json_t *body, json_t **ret) {
+        return call(a, method, path, body, ret, NULL, false);
+}
+
+int api_call_status(Api *a, const char *method, const char *path, json_t *body, json_t **ret, long *ret_status) {
+        return call(a, method, path, body, ret, ret_status, false);
+}
+
+int api_call_quiet(Api *a, const char *method, const char *path, json_t *body, json_t **ret, long *ret_status) {
+        return call(a, method, path, body, ret, ret_status, true);
+}
+
+typedef struct Reader {
+        int fd;
+        uint64_t left;
+} Reader;
+
+static size_t read_fd(char *p, size_t size, size_t n, void *userdata) {
+        Reader *rd = userdata;
+        size_t want = MIN(size * n, rd->left);
+        ssize_t k = loop_read(rd->fd, p, want);
+        if (k < 0)
+                return CURL_READFUNC_ABORT;
+        rd->left -= (uint64_t) k;
+        return (size_t) k;
+}
+
+int api_put_fd(Api *a, const char *path, int fd, uint64_t size, json_t **ret) {
+        _cleanup_free_ char *url = NULL;
+        struct curl_slist *headers = NULL;
+        Reader rd = { .fd = fd, .left = size };
+        Sink sink = {};
+        long status = 0;
+        CURL *c = a->curl;
+
+        if (lseek(fd, 0, SEEK_SET) < 0)
+                return -errno;
+        if (asprintf(&url, "%s%s", a->server, path) < 0)
+                return -ENOMEM;
+        for (struct curl_slist *h = a->auth; h; h = h->next)
+                headers = curl_slist_append(headers, h->data);
+        headers = curl_slist_append(headers, "Content-Type: application/octet-stream");
+        headers = curl_slist_append(headers, "Expect:");
+        curl_easy_reset(c);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, read_fd);
+        curl_easy_setopt(c, CURLOPT_READDATA, &rd);
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t) size);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        CURLcode cc = curl_easy_perform(c);
+        curl_slist_free_all(headers);
+        if (cc == CURLE_ABORTED_BY_CALLBACK) {
+                free(sink.buf);
+                return -EINTR;
+        }
+        if (cc != CURLE_OK) {
+                free(sink.buf);
+                return log_error_errno(EIO, "Failed to upload to '%s': %s", a->server, curl_easy_strerror(cc));
+        }
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        if (status < 200 || status >= 300) {
+                log_http_error("PUT", path, status, sink.buf);
+                free(sink.buf);
+                return http_status_errno(status);
+        }
+        if (ret)
+                *ret = sink.buf ? json_loads(sink.buf, 0, NULL) : json_object();
+        free(sink.buf);
+        return 0;
+}
+
+int api_stream(Api *a, const char *path, ApiDataFn on_data, ApiDataFn on_header, void *userdata,
+               long *ret_status) {
+        Sink sink = { .fn = on_data, .userdata = userdata };
+        HeaderSink hs = { .fn = on_header, .userdata = userdata };
+        return transfer(a, "GET", path, NULL, 0, NULL, &sink, &hs, ret_status);
+}
+
+static bool write_to_fd(const char *p, size_t n, void *userdata) {
+        return loop_write(*(int *) userdata, p, n) >= 0;
+}
+
+int api_download(Api *a, const char *path, int fd) {
+        long status = 0;
+        int r = api_stream(a, path, write_to_fd, NULL, &fd, &status);
+        if (r < 0)
+                return r;
+        if (status != 200) {
+                log_error("GET %s: HTTP status %ld", path, status);
+                return http_status_errno(status);
+        }
+        return 0;
+}
+
+/* ---- presentation ---- */
+
+bool cli_colour(FILE *f) {
+        const char *t = getenv("TERM");
+        if (getenv("NO_COLOR"))
+                return false;
+        if (t && streq(t, "dumb"))
+                return false;
+        return isatty(fileno(f));
+}
+
+const char *cli_state_colour(const char *state) {
+        if (!state)
+                return "";
+        if (streq(state, "succeeded"))
+                return "\033[32m";
+        if (IN_SET_STR(state, "failed", "timed_out", "lost"))
+                return "\033[31m";
+        if (IN_SET_STR(state, "warning", "cancelled"))
+                return "\033[33m";
+        if (IN_SET_STR(state, "running", "leased"))
+                return "\033[36m";
+        if (streq(state, "skipped"))
+                return "\033[90m";
+        return "";
+}
+
+bool cli_state_is_final(const char *state) {
+        return state && !IN_SET_STR(state, "queued", "leased", "running");
+}
+
+void cli_format_duration(uint64_t usec, char *buf, size_t size) {
+        uint64_t s = usec / 1000000;
+        if (usec < 10 * 1000000ULL)
+                snprintf(buf, size, "%.1fs", (double) usec / 1e6);
+        else if (s < 3600)
+                snprintf(buf, size, "%" PRIu64 "m%02" PRIu64 "s", s / 60, s % 60);
+        else
+                snprintf(buf, size, "%" PRIu64 "h%02" PRIu64 "m", s / 3600, (s / 60) % 60);
+}
+
+int cli_parse_time(const char *s, int64_t *ret_usec) {
+        struct tm tm = {};
+        unsigned ms = 0;
+        if (!s)
+                return -EINVAL;
+        const char *e = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (!e)
+                return -EINVAL;
+        if (*e == '.') {
+                e++;
+                unsigned digits = 0;
+                for (; isdigit((unsigned char) *e); e++)
+                        if (digits++ < 3)
+                                ms = ms * 10 + (unsigned) (*e - '0');
+                for (; digits < 3; digits++)
+                        ms *= 10;
+        }
+        time_t t = timegm(&tm);
+        if (t == (time_t) -1)
+                return -EINVAL;
+        *ret_usec = (int64_t) t * 1000000 + (int64_t) ms * 1000;
+        return 0;
+}
+
+int64_t cli_now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void cli_print_safe(FILE *f, const char *s) {
+        for (; s && *s; s++) {
+                unsigned char ch = (unsigned char) *s;
+                fputc(ch < 0x20 || ch == 0x7f ? '?' : ch, f);
+        }
+}
+
+int cli_parse_job_ref(const char *s, int64_t *ret_job, const char **ret_task) {
+        const char *slash = strchr(s, '/');
+        char num[32];
+        size_t n = slash ? (size_t) (slash - s) : strlen(s);
+        uint64_t id;
+
+        if (n == 0 || n >= sizeof num)
+                return log_error_errno(EINVAL, "Invalid job '%s': expected JOB or JOB/TASK.", s);
+        memcpy(num, s, n);
+        num[n] = 0;
+        if (safe_atou64(num, &id) < 0 || id == 0 || id > INT64_MAX)
+                return log_error_errno(EINVAL, "Invalid job id '%s': expected a positive number.", num);
+        if (slash && !ret_task)
+                return log_error_errno(EINVAL, "Expected a job id, not '%s'.", s);
+        *ret_job = (int64_t) id;
+        if (ret_task)
+                *ret_task = slash && slash[1] ? slash + 1 : NULL;
+        return 0;
+}
+
+json_t *cli_job_find_task(json_t *job, const char *ref) {
+        json_t *t;
+        size_t i;
+        uint64_t id = 0;
+        bool numeric = safe_atou64(ref, &id) >= 0;
+
+        json_array_foreach(json_object_get(job, "tasks"), i, t) {
+                const char *name = json_string_value(json_object_get(t, "name"));
+                if (name && streq(name, ref))
+                        return t;
+        }
+        if (numeric)
+                json_array_foreach(json_object_get(job, "tasks"), i, t)
+                        if ((uint64_t) json_integer_value(json_object_get(t, "id")) == id ||
+                            (uint64_t) json_integer_value(json_object_get(t, "index")) == id)
+                                return t;
+        return NULL;
+}
+
+int cli_task_exit_status(json_t *task) {
+        const char *state = json_string_value(json_object_get(task, "state"));
+        json_t *ec = json_object_get(task, "exit_code");
+
+        if (!state || IN_SET_STR(state, "succeeded", "warning", "skipped"))
+                return 0;
+        if (streq(state, "cancelled"))
+                return 130;
+        if (streq(state, "timed_out"))
+                return 124;
+        if (json_is_integer(ec)) {
+                json_int_t v = json_integer_value(ec);
+                if (v > 0 && v <= 255)
+                        return (int) v;
+                if (v < 0 && v >= -64)
+                        return 128 + (int) -v;
+        }
+        return 1;
+}
+
+void cli_print_json(json_t *j) {
+        char *t = json_dumps(j, JSON_INDENT(2));
+        if (t) {
+                fputs(t, stdout);
+                fputc('\n', stdout);
+        }
+        free(t);
+}
