@@ -13,6 +13,7 @@
 
 #include "fs-util.h"
 #include "image-build.h"
+#include "image-remote.h"
 #include "image-store.h"
 #include "log.h"
 #include "parse-util.h"
@@ -22,6 +23,7 @@
 
 typedef struct ImageOpts {
         const char *data;
+        ImageRemote remote;
         bool json;
         ImageRecipe recipe;
         char **args;
@@ -34,7 +36,8 @@ static void image_usage(FILE *f) {
                 "                        [--validate CMD] [--tries N] [--min-success R]\n"
                 "       kiln image rebuild NAME        (with the current revision's recipe)\n"
                 "       kiln image import NAME FILE|DIR [--validate CMD …]\n"
-                "       kiln image ls | show NAME | rollback NAME [REV] | rm NAME[@REV] | path NAME[@REV]\n\n"
+                "       kiln image ls | show NAME | rollback NAME [REV] | rm NAME[@REV] | path NAME[@REV]\n"
+                "       kiln image push NAME[@REV] | pull NAME   --server URL --token TOKEN\n\n"
                 "Builds, imports and switches revisioned root file systems. A new revision\n"
                 "becomes current only when its validation passed; the switch is atomic.\n\n"
                 "Options:\n"
@@ -52,11 +55,13 @@ static void image_usage(FILE *f) {
                 "  --bind SRC:DST[:ro]  bind into the script and validation sandboxes (repeatable)\n"
                 "  --timeout DURATION   limit of the script and of each validation run [1h]\n"
                 "  --base-cache DIR     reuse mmdebstrap bases of the same suite and packages\n"
+                "  --server URL         the server to push to or pull from [$KILN_SERVER]\n"
+                "  --token TOKEN        an admin token (push) or user token (pull) [$KILN_TOKEN]\n"
                 "  --json               machine-readable output\n");
 }
 
 enum { ARG_DATA = 0x100, ARG_FROM, ARG_PACKAGES, ARG_SCRIPT, ARG_VALIDATE, ARG_TRIES, ARG_MIN_SUCCESS, ARG_KEEP,
-       ARG_BIND, ARG_TIMEOUT, ARG_BASE_CACHE, ARG_JSON };
+       ARG_BIND, ARG_TIMEOUT, ARG_BASE_CACHE, ARG_JSON, ARG_SERVER, ARG_TOKEN };
 
 static int parse_packages(const char *s, char ***l) {
         _cleanup_free_ char *copy = strdup(s);
@@ -92,6 +97,8 @@ static int parse_opts(int argc, char **argv, ImageOpts *o) {
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
                 { "base-cache", required_argument, NULL, ARG_BASE_CACHE },
                 { "json", no_argument, NULL, ARG_JSON },
+                { "server", required_argument, NULL, ARG_SERVER },
+                { "token", required_argument, NULL, ARG_TOKEN },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -99,6 +106,8 @@ static int parse_opts(int argc, char **argv, ImageOpts *o) {
         int c, r;
 
         o->data = getenv("KILN_DATA") ?: "/var/lib/kiln";
+        o->remote.server = getenv("KILN_SERVER");
+        o->remote.token = getenv("KILN_TOKEN");
         optind = 1;
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 const char *what = NULL;
@@ -177,6 +186,12 @@ static int parse_opts(int argc, char **argv, ImageOpts *o) {
                         break;
                 case ARG_JSON:
                         o->json = true;
+                        break;
+                case ARG_SERVER:
+                        o->remote.server = optarg;
+                        break;
+                case ARG_TOKEN:
+                        o->remote.token = optarg;
                         break;
                 default:
                         return -EINVAL;
@@ -506,6 +521,57 @@ static int image_path_verb(ImageOpts *o) {
         return 0;
 }
 
+static int need_server(const ImageOpts *o) {
+        if (!o->remote.server || !o->remote.token)
+                return log_error_errno(EINVAL, "No server: pass --server URL and --token TOKEN (or set KILN_SERVER "
+                                               "and KILN_TOKEN)");
+        return 0;
+}
+
+static int image_push_verb(ImageOpts *o) {
+        _cleanup_image_store_ ImageStore *s = NULL;
+        _cleanup_free_ char *name = NULL;
+        char digest[72];
+        unsigned rev;
+
+        if (o->n_args != 1 || image_ref_parse(o->args[0], &name, &rev) < 0)
+                return log_error_errno(EINVAL, "Usage: kiln image push NAME[@REV] --server URL --token TOKEN"), 2;
+        if (need_server(o) < 0)
+                return 2;
+        if (open_store(o, &s) < 0)
+                return 1;
+        if (rev == 0 && image_current(s, name, &rev) < 0)
+                return log_error_errno(ENOENT, "Image '%s' has no current revision", name), 1;
+        if (image_push(s, &o->remote, name, rev, digest) < 0)
+                return 1;
+        if (o->json)
+                printf("{\"image\": \"%s\", \"revision\": %u, \"digest\": \"%s\"}\n", name, rev, digest);
+        else
+                printf("published revision %u of '%s' (%s)\n", rev, name, digest);
+        return 0;
+}
+
+static int image_pull_verb(ImageOpts *o) {
+        _cleanup_image_store_ ImageStore *s = NULL;
+        char digest[72];
+        unsigned rev = 0;
+        bool fetched = false;
+
+        if (need_name(o, "pull NAME --server URL --token TOKEN") < 0 || need_server(o) < 0)
+                return 2;
+        if (open_store(o, &s) < 0)
+                return 1;
+        if (image_pull(s, &o->remote, o->args[0], &rev, digest, &fetched) < 0)
+                return 1;
+        if (o->json)
+                printf("{\"image\": \"%s\", \"revision\": %u, \"digest\": \"%s\", \"fetched\": %s}\n",
+                       o->args[0], rev, digest, fetched ? "true" : "false");
+        else
+                printf("revision %u of '%s' is current (%s%s)\n", rev, o->args[0], digest,
+                       fetched ? "" : ", already here");
+        return 0;
+}
+
 int verb_image(int argc, char **argv) {
         ImageOpts o = {};
         static const struct {
@@ -514,6 +580,7 @@ int verb_image(int argc, char **argv) {
         } cmds[] = {
                 { "import", image_import_verb }, { "ls", image_ls }, { "show", image_show },
                 { "rollback", image_rollback }, { "rm", image_rm }, { "path", image_path_verb },
+                { "push", image_push_verb }, { "pull", image_pull_verb },
         };
         int r;
 

@@ -26,6 +26,10 @@ const Route server_routes[] = {
         { "GET", "/api/v1/blobs/*", USERS | SESSION, BODY_NONE, NULL, NULL, api_blob_get },
         { "POST", "/api/v1/blobs/missing", USERS, BODY_JSON, NULL, NULL, api_blob_missing },
 
+        { "PUT", "/api/v1/images/*", AUTH_ADMIN, BODY_JSON, NULL, NULL, api_image_put },
+        { "GET", "/api/v1/images/*", USERS | SESSION, BODY_NONE, NULL, NULL, api_image_get },
+        { "GET", "/api/v1/images", USERS | SESSION, BODY_NONE, NULL, NULL, api_image_list },
+
         { "POST", "/api/v1/jobs", USERS, BODY_JSON, NULL, NULL, api_job_submit },
         { "GET", "/api/v1/jobs", USERS, BODY_NONE, NULL, NULL, api_job_list },
         { "GET", "/api/v1/jobs/*", USERS, BODY_NONE, NULL, NULL, api_job_get },

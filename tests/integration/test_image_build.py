@@ -170,3 +170,59 @@ def test_rebuild_uses_the_recorded_recipe_and_rollback_restores_bytes(built):
     assert back["current"] == 1 and back["digest"] == info["digest"]
     rev1 = back["revisions"][0]
     assert file_digest(os.path.join(os.path.dirname(rev1["rootfs"]), "rootfs.tar.zst")) == info["digest"]
+
+
+def test_second_worker_pulls_from_the_server_and_runs_identical_bytes(built, tmp_path):
+    data, info = built
+    srv = Server().start()
+    data2 = str(tmp_path / "worker2-data")
+    workers = []
+    try:
+        p = kiln("image", "push", "be", "--data", data, "--server", srv.url, "--token", srv.admin, "--json")
+        assert p.returncode == 0, p.stderr
+        pushed = json.loads(p.stdout)
+        current = show(data, "be")
+        assert pushed["digest"] == current["digest"]
+        ref = srv.client().get("/api/v1/images/be").json()
+        assert ref["digest"] == current["digest"] and ref["revision"] == current["current"]
+
+        t0 = time.monotonic()
+        p = kiln("image", "pull", "be", "--data", data2, "--server", srv.url, "--token", srv.admin, "--json",
+                 timeout=300)
+        assert p.returncode == 0, p.stderr
+        pulled = json.loads(p.stdout)
+        assert pulled["fetched"] and pulled["digest"] == current["digest"]
+        # The unpacked tree packs to the same bytes: the digests agree.
+        assert show(data2, "be")["digest"] == current["digest"]
+        print("pull: %.1fs" % (time.monotonic() - t0))
+        p = kiln("image", "pull", "be", "--data", data2, "--server", srv.url, "--token", srv.admin, "--json")
+        assert json.loads(p.stdout)["fetched"] is False
+
+        # Two workers, one per data directory, run the same job; the bytes
+        # of the toolchain they ran agree.
+        step = "sha256sum /usr/bin/x86_64-linux-gnu-gcc-12 /usr/lib/x86_64-linux-gnu/libc.so.6 /etc/kiln-marker"
+        sums = []
+        for i, d in enumerate((data, data2)):
+            image = os.path.join(d, "images", "be", "current", "rootfs")
+            workers.append(WorkerProc(srv, "w%d" % i, args=["--image", "be=" + image, "--labels", "n=%d" % i,
+                                                             "--pool", "be=0"]).start())
+        for i in range(2):
+            j = submit(srv, {"name": "sum", "image": "be", "labels": {"n": str(i)}, "steps": [{"run": step}]})
+            t = wait_job(srv, j["id"], timeout=60)["tasks"][0]
+            assert t["state"] == "succeeded", task_log(srv, t["id"])
+            sums.append(task_log(srv, t["id"]))
+        assert sums[0] == sums[1] and sums[0].count(b"\n") == 3, sums
+
+        # A blob whose bytes changed on the server is refused by the pull.
+        blob = os.path.join(srv.data, "blobs", "sha256", current["digest"][7:])
+        with open(blob, "r+b") as f:
+            f.seek(1000)
+            f.write(b"corrupt")
+        data3 = str(tmp_path / "worker3-data")
+        p = kiln("image", "pull", "be", "--data", data3, "--server", srv.url, "--token", srv.admin)
+        assert p.returncode == 1 and b"refused" in p.stderr, p.stderr
+        assert json.loads(kiln("image", "ls", "--data", data3, "--json").stdout)[0]["current"] is None
+    finally:
+        for w in workers:
+            w.stop()
+        srv.cleanup()
