@@ -220,8 +220,8 @@ def test_ctrl_c_cancels_the_job_and_leaves_nothing(home):
     d = workdir(home, {})
     marker = "KILN_CLI_TEST_%s" % uuid.uuid4().hex
     pid, fd = spawn_pty(home, ["run", "--env", "%s=1" % marker, "--", "sh", "-c",
-                               "echo started; sleep 300 & sleep 300; wait"], cwd=d)
-    buf = read_until(fd, b"started")
+                               "echo step-started; sleep 300 & sleep 300; wait"], cwd=d)
+    buf = read_until(fd, b"step-started")
     assert processes_with_env(marker), "the job's processes should be running"
     os.write(fd, b"\x03")  # Ctrl-C, through the terminal
     rc, rest = drain_and_wait(pid, fd)
@@ -239,9 +239,9 @@ def test_ctrl_c_cancels_the_job_and_leaves_nothing(home):
 
 def test_second_ctrl_c_detaches(home):
     d = workdir(home, {})
-    pid, fd = spawn_pty(home, ["run", "--", "sh", "-c", "trap '' TERM; echo started; sleep 4; echo finished"],
+    pid, fd = spawn_pty(home, ["run", "--", "sh", "-c", "trap '' TERM; echo step-started; sleep 4; echo finished"],
                         cwd=d)
-    read_until(fd, b"started")
+    read_until(fd, b"step-started")
     os.write(fd, b"\x03")
     read_until(fd, b"cancelling")
     os.write(fd, b"\x03")
