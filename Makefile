@@ -19,10 +19,10 @@ $(ASAN_BUILD)/build.ninja:
 deps:
 	./tools/install-deps --test
 
-# The sample: a command in a fresh sandbox on the host image.
+# The sample: examples/c-project built and tested by `kiln run` on the
+# embedded default (a private server and worker it starts itself).
 demo: all
-	./$(BUILD)/kiln sandbox run --image host --memory 512M --pids 256 -- \
-		sh -c 'echo "hello from $$(hostname), pid $$$$, uid $$(id -u)"; ls /root 2>&1 | head -1'
+	cd examples/c-project && ../../$(BUILD)/kiln run
 
 check: deps
 	./tests/run-all
@@ -31,6 +31,7 @@ check-fast: all
 	./tests/run --build $(BUILD)
 
 bench: all
+	./tools/install-deps --bench
 	./bench/run-all $(BUILD)
 
 format:
