@@ -186,7 +186,7 @@ static int step_base(const ImageRecipe *r, const char *rootfs, int rootfs_fd, in
                 _cleanup_close_ int fd = open(cache, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
                 if (fd >= 0) {
                         log_step(log_fd, "base: from the cache %s", cache);
-                        k = archive_extract_rootfs(fd, rootfs_fd, &image_rootfs_limits, NULL, &err);
+                        k = archive_extract_rootfs(fd, rootfs_fd, &image_rootfs_limits, 0, NULL, &err);
                         if (k < 0)
                                 return step_fail(res, "base", "the cached base '%s' is unusable: %s", cache,
                                                  err.message);

@@ -366,7 +366,7 @@ static int apply_layer(int layer_fd, int rootfs_fd, const char *scratch, unsigne
         _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (dfd < 0)
                 return fail(err, -errno, "Cannot open '%s': %m", dir);
-        r = archive_extract_rootfs(layer_fd, dfd, &image_rootfs_limits, &st, err);
+        r = archive_extract_rootfs(layer_fd, dfd, &image_rootfs_limits, 0, &st, err);
         if (r >= 0)
                 r = layer_merge(dfd, rootfs_fd, LAYER_OCI, 0, err);
         (void) rm_rf(dir);
@@ -580,8 +580,13 @@ int image_import_source(const char *source, int rootfs_fd, const char *scratch_d
                 return r;
         if (r == 0) {
                 *ret_format = "rootfs";
+                ArchiveStats stats = {};
                 logf_fd(log_fd, "root file system tarball: %s\n", source);
-                return archive_extract_rootfs(fd, rootfs_fd, &image_rootfs_limits, NULL, ret_error);
+                r = archive_extract_rootfs(fd, rootfs_fd, &image_rootfs_limits, ARCHIVE_ROOTFS_SKIP_DEV_NODES, &stats,
+                                           ret_error);
+                if (r >= 0 && stats.n_skipped > 0)
+                        logf_fd(log_fd, "skipped %" PRIu64 " device nodes in /dev\n", stats.n_skipped);
+                return r;
         }
         /* A tar of a layout: unpacked under the workspace rules first. */
         _cleanup_free_ char *layout = NULL;

@@ -248,7 +248,7 @@ int image_pull(ImageStore *s, const ImageRemote *rm, const char *name, unsigned 
         if (k >= 0 && (rfd < 0 || lseek(fd, 0, SEEK_SET) < 0))
                 k = -errno;
         if (k >= 0) {
-                k = archive_extract_rootfs(fd, rfd, &image_rootfs_limits, NULL, &err);
+                k = archive_extract_rootfs(fd, rfd, &image_rootfs_limits, 0, NULL, &err);
                 if (k < 0)
                         log_error_errno(k, "Failed to unpack %s: %s", ret_digest, err.message);
         }

@@ -46,10 +46,16 @@ int image_store_open(const char *data_dir, ImageStore **ret) {
         r = mkdir_p(root, 0755);
         if (r < 0)
                 return r;
+        /* Sandboxes need absolute image paths, and logs are named to the user. */
+        char *abs = realpath(root, NULL);
+        if (!abs)
+                return -errno;
         ImageStore *s = calloc(1, sizeof *s);
-        if (!s)
+        if (!s) {
+                free(abs);
                 return -ENOMEM;
-        s->root = TAKE_PTR(root);
+        }
+        s->root = abs;
         *ret = s;
         return 0;
 }

@@ -203,6 +203,7 @@ typedef struct Extractor {
         ArchiveStats stats;
         ArchiveError *error;
         bool rootfs; /* archive_extract_rootfs(): owners, all mode bits, any symlink target */
+        bool skip_dev_nodes;
         /* The last parent directory: archives list siblings together. */
         char *cached_dir;
         int cached_fd;
@@ -454,6 +455,11 @@ static int extract_entry(Extractor *x, struct archive_entry *e) {
                         return 0; /* "./" itself */
                 return fail(x->error, -EINVAL, "Entry '%s' names the target directory", P(raw));
         }
+        if (!hardlink && (type == AE_IFCHR || type == AE_IFBLK) && x->skip_dev_nodes && depth == 2 &&
+            strneq(path, "dev/", 4)) {
+                x->stats.n_skipped++;
+                return 0;
+        }
         if (!hardlink && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
                 return fail(x->error, -EPERM, "Entry '%s' is a %s: refused", P(raw),
                             special_type_name(type));
@@ -479,7 +485,7 @@ static int extract_entry(Extractor *x, struct archive_entry *e) {
         return extract_file(x, e, path, pfd, name, mode);
 }
 
-static int extract(int archive_fd, int target_dir_fd, bool rootfs, const ArchiveLimits *l,
+static int extract(int archive_fd, int target_dir_fd, bool rootfs, bool skip_dev_nodes, const ArchiveLimits *l,
                    ArchiveStats *ret_stats, ArchiveError *ret_error) {
         _cleanup_(archive_read_freep) struct archive *a = archive_read_new();
         Extractor x = {
@@ -488,6 +494,7 @@ static int extract(int archive_fd, int target_dir_fd, bool rootfs, const Archive
                 .limits = l ?: &archive_limits_default,
                 .error = ret_error,
                 .rootfs = rootfs,
+                .skip_dev_nodes = skip_dev_nodes,
                 .cached_fd = -EBADF,
         };
         int r = 0;
@@ -533,12 +540,13 @@ static int extract(int archive_fd, int target_dir_fd, bool rootfs, const Archive
 
 int archive_extract_safe(int archive_fd, int target_dir_fd, const ArchiveLimits *l,
                          ArchiveStats *ret_stats, ArchiveError *ret_error) {
-        return extract(archive_fd, target_dir_fd, false, l, ret_stats, ret_error);
+        return extract(archive_fd, target_dir_fd, false, false, l, ret_stats, ret_error);
 }
 
-int archive_extract_rootfs(int archive_fd, int target_dir_fd, const ArchiveLimits *l,
+int archive_extract_rootfs(int archive_fd, int target_dir_fd, const ArchiveLimits *l, ArchiveRootfsFlags flags,
                            ArchiveStats *ret_stats, ArchiveError *ret_error) {
-        return extract(archive_fd, target_dir_fd, true, l, ret_stats, ret_error);
+        return extract(archive_fd, target_dir_fd, true, flags & ARCHIVE_ROOTFS_SKIP_DEV_NODES, l, ret_stats,
+                       ret_error);
 }
 
 /* ---- globs ---- */

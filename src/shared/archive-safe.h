@@ -91,7 +91,15 @@ int archive_pack_dir(int dir_fd, char *const *exclude_globs, int out_fd, const A
  * their target (absolute ones are normal in a root file system; they are
  * resolved inside the sandbox, and the extractor never follows a link). The
  * packer is deterministic in the same way, with owners as on disk. */
-int archive_extract_rootfs(int archive_fd, int target_dir_fd, const ArchiveLimits *l,
+typedef enum ArchiveRootfsFlags {
+        /* Character and block devices directly in dev/ (what mmdebstrap's and
+         * docker export's tarballs carry) are skipped and counted in
+         * n_skipped instead of refused: the backend makes its own /dev.
+         * Anywhere else they are refused still. */
+        ARCHIVE_ROOTFS_SKIP_DEV_NODES = 1 << 0,
+} ArchiveRootfsFlags;
+
+int archive_extract_rootfs(int archive_fd, int target_dir_fd, const ArchiveLimits *l, ArchiveRootfsFlags flags,
                            ArchiveStats *ret_stats, ArchiveError *ret_error);
 int archive_pack_rootfs(int dir_fd, int out_fd, const ArchiveLimits *l, ArchiveStats *ret_stats,
                         ArchiveError *ret_error);

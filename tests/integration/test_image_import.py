@@ -241,3 +241,41 @@ def test_rollback_is_atomic_while_jobs_run(tmpdir_path, sandbox_dir):
     out, err = job.communicate(b"go\n", timeout=30)
     assert job.returncode == 0, err
     assert out == b"B\n/bin/busybox\n", out
+
+
+def test_rootfs_tarball_skips_dev_nodes_but_refuses_others(tmpdir_path):
+    data = os.path.join(tmpdir_path, "data")
+    # What mmdebstrap's and docker export's tarballs carry in /dev.
+    good = os.path.join(tmpdir_path, "rootfs.tar")
+    with open(good, "wb") as f:
+        f.write(tar_bytes([("dev", "dir", None, 0o755), ("dev/null", "chr", None, 0o666),
+                           ("etc", "dir", None, 0o755), ("etc/os-release", "file", b"ID=test\n", 0o644),
+                           ("etc/localtime", "symlink", "/usr/share/zoneinfo/UTC", 0o777)]))
+    p = imp(data, "plain", good)
+    assert p.returncode == 0, p.stderr
+    assert snapshot(rootfs_path(data, "plain")) == {
+        "dev": ("dir", None, 0o755, 0),
+        "etc": ("dir", None, 0o755, 0),
+        "etc/os-release": ("file", b"ID=test\n", 0o644, 0),
+        "etc/localtime": ("symlink", "/usr/share/zoneinfo/UTC", None, 0),
+    }
+    log = open(show(data, "plain")["revisions"][0]["build_log"]).read()
+    assert "skipped 1 device nodes in /dev" in log
+    for what, entries in (("elsewhere", [("etc", "dir", None, 0o755), ("etc/null", "chr", None, 0o666)]),
+                          ("deeper", [("dev", "dir", None, 0o755), ("dev/x", "dir", None, 0o755),
+                                      ("dev/x/mem", "chr", None, 0o666)])):
+        bad = os.path.join(tmpdir_path, what + ".tar")
+        with open(bad, "wb") as f:
+            f.write(tar_bytes(entries))
+        p = imp(data, "plain", bad)
+        assert p.returncode == 1 and b"character device: refused" in p.stderr, (what, p.stderr)
+    assert show(data, "plain")["current"] == 1
+
+
+def test_relative_data_dir_with_validation(tmpdir_path, sandbox_dir):
+    tar = busybox_tar(tmpdir_path, "rel")
+    p = kiln("image", "import", "rel", tar, "--data", "reldata", "--validate", "test -f /etc/rev", "--tries", "1",
+             cwd=tmpdir_path)
+    assert p.returncode == 0, p.stderr
+    info = show(os.path.join(tmpdir_path, "reldata"), "rel")
+    assert info["current"] == 1 and info["revisions"][0]["build_log"].startswith("/")
