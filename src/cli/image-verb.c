@@ -492,8 +492,8 @@ static int image_rm(ImageOpts *o) {
                 return 1;
         k = image_remove(s, name, rev);
         if (k == -EBUSY)
-                return log_error_errno(k, "Revision %u is the current revision of '%s': roll back first", rev,
-                                       name), 1;
+                return log_error_errno(k, "Revision %u of '%s' is current (roll back first) or in use by a sandbox",
+                                       rev, name), 1;
         if (k == -ENOENT)
                 return log_error_errno(k, "No image '%s'", o->args[0]), 1;
         if (k < 0)

@@ -363,6 +363,31 @@ int image_switch(ImageStore *s, const char *name, unsigned rev) {
         return switch_locked(s, name, rev);
 }
 
+int image_hold(const char *rootfs_path, char **ret_rootfs) {
+        _cleanup_free_ char *rootfs = realpath(rootfs_path, NULL);
+        if (!rootfs)
+                return -errno;
+        _cleanup_close_ int fd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        _cleanup_close_ int rev = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (rev < 0)
+                return -errno;
+        if (flock(rev, LOCK_SH) < 0)
+                return -errno;
+        if (ret_rootfs)
+                *ret_rootfs = TAKE_PTR(rootfs);
+        return TAKE_FD(rev);
+}
+
+/* Whether a sandbox holds the revision (image_hold()). */
+static bool rev_held(const char *dir) {
+        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return false;
+        return flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+}
+
 static int prune_locked(ImageStore *s, const char *name, unsigned keep) {
         _cleanup_free_ unsigned *revs = NULL;
         unsigned cur = 0;
@@ -379,6 +404,8 @@ static int prune_locked(ImageStore *s, const char *name, unsigned keep) {
                 _cleanup_free_ char *dir = image_rev_dir(s, name, revs[i], false);
                 if (!dir)
                         return -ENOMEM;
+                if (rev_held(dir))
+                        continue; /* a later prune removes it */
                 r = rm_rf(dir);
                 if (r < 0)
                         log_warning_errno(r, "Failed to remove '%s': %m", dir);
@@ -503,7 +530,7 @@ int image_remove(ImageStore *s, const char *name, unsigned rev) {
                 return -ENOMEM;
         if (stat(dir, &st) < 0)
                 return -errno;
-        if (image_current(s, name, &cur) >= 0 && cur == rev)
+        if ((image_current(s, name, &cur) >= 0 && cur == rev) || rev_held(dir))
                 return -EBUSY;
         return rm_rf(dir);
 }

@@ -81,5 +81,13 @@ int image_info_update(ImageStore *s, const char *name, const char *key, json_t *
  * whole image. */
 int image_remove(ImageStore *s, const char *name, unsigned rev);
 
+/* Holds the revision whose root file system rootfs_path is (or, through
+ * current, resolves to now): a shared flock on its revs/<N> directory,
+ * returned as an fd to keep for as long as a sandbox uses it. While held,
+ * keeping the last K skips the revision and image_remove() answers -EBUSY.
+ * The resolved rootfs directory is returned in *ret_rootfs if not NULL: pass
+ * that, not the current link, to the sandbox, so both name one revision. */
+int image_hold(const char *rootfs_path, char **ret_rootfs);
+
 /* "sha256:<hex>" of the file's bytes. */
 int image_file_digest(int fd, char ret[static 72], uint64_t *ret_size);

@@ -194,7 +194,7 @@ def test_revisions_keep_rollback_and_rm(tmpdir_path, sandbox_dir):
     p = kiln("image", "rollback", "bb", "1", "--data", data)
     assert p.returncode == 1 and b"no revision 1" in p.stderr
     p = kiln("image", "rm", "bb@2", "--data", data)
-    assert p.returncode == 1 and b"roll back first" in p.stderr
+    assert p.returncode == 1 and b"roll back first" in p.stderr, p.stderr
     assert kiln("image", "rm", "bb@4", "--data", data).returncode == 0
     assert [r["revision"] for r in show(data, "bb")["revisions"]] == [2, 3]
     ls = json.loads(kiln("image", "ls", "--data", data, "--json", check=True).stdout)

@@ -204,6 +204,16 @@ static void test_store(const char *tmp) {
         CHECK(image_switch(s, "t", 1) == -ENOENT);
         CHECK(image_switch(s, "t", 2) == 0 && image_current(s, "t", &cur) == 0 && cur == 2);
         CHECK(image_remove(s, "t", 2) == -EBUSY);
+        /* A held revision is neither removed nor pruned; released, it is. */
+        char cur_path[512], *resolved = NULL;
+        snprintf(cur_path, sizeof cur_path, "%s/images/t/current/rootfs", data);
+        int hold = image_hold(cur_path, &resolved);
+        CHECK(hold >= 0 && strstr(resolved, "/revs/2/rootfs"));
+        free(resolved);
+        CHECK(image_switch(s, "t", 4) == 0);
+        CHECK(image_remove(s, "t", 2) == -EBUSY);
+        close(hold);
+        CHECK(image_switch(s, "t", 2) == 0);
         CHECK(image_remove(s, "t", 3) == 0);
         json_t *meta = NULL;
         CHECK(image_rev_meta(s, "t", 4, &meta) == 0);
