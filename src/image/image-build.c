@@ -336,9 +336,14 @@ static int step_validate(const ImageRecipe *r, const char *rootfs, int log_fd, j
                         json_decref(runs);
                         return -ENOMEM;
                 }
-                k = sandbox_prepare(&c, &s) < 0 ? -EIO : run_in(s, argv, env, log_fd, r->step_timeout_usec);
-                log_step(log_fd, "validate: try %u/%u: %s %d", i, r->tries, k >= 0 ? "exit status" : "error",
-                         k >= 0 ? k : -k);
+                k = sandbox_prepare(&c, &s) < 0 ? -ENXIO : run_in(s, argv, env, log_fd, r->step_timeout_usec);
+                if (k >= 0)
+                        log_step(log_fd, "validate: try %u/%u: exit status %d", i, r->tries, k);
+                else
+                        log_step(log_fd, "validate: try %u/%u: %s", i, r->tries,
+                                 k == -ENXIO  ? "cannot prepare a sandbox of the new revision (see kiln's errors)"
+                                 : k == -ETIME ? "timed out"
+                                               : strerror(-k));
                 if (k == 0)
                         passed++;
                 json_array_append_new(runs, json_pack("{s:i, s:i, s:f}", "try", (json_int_t) i, "exit",
