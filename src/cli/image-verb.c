@@ -24,6 +24,7 @@
 typedef struct ImageOpts {
         const char *data;
         ImageRemote remote;
+        bool scheduled;
         bool json;
         ImageRecipe recipe;
         char **args;
@@ -55,13 +56,16 @@ static void image_usage(FILE *f) {
                 "  --bind SRC:DST[:ro]  bind into the script and validation sandboxes (repeatable)\n"
                 "  --timeout DURATION   limit of the script and of each validation run [1h]\n"
                 "  --base-cache DIR     reuse mmdebstrap bases of the same suite and packages\n"
-                "  --server URL         the server to push to or pull from [$KILN_SERVER]\n"
+                "  --server URL         the server to push to or pull from; with build and\n"
+                "                       rebuild: report the outcome (an event) and publish\n"
+                "                       the new revision [$KILN_SERVER]\n"
+                "  --scheduled          (rebuild) mark the report as a scheduled rebuild\n"
                 "  --token TOKEN        an admin token (push) or user token (pull) [$KILN_TOKEN]\n"
                 "  --json               machine-readable output\n");
 }
 
 enum { ARG_DATA = 0x100, ARG_FROM, ARG_PACKAGES, ARG_SCRIPT, ARG_VALIDATE, ARG_TRIES, ARG_MIN_SUCCESS, ARG_KEEP,
-       ARG_BIND, ARG_TIMEOUT, ARG_BASE_CACHE, ARG_JSON, ARG_SERVER, ARG_TOKEN };
+       ARG_BIND, ARG_TIMEOUT, ARG_BASE_CACHE, ARG_JSON, ARG_SERVER, ARG_TOKEN, ARG_SCHEDULED };
 
 static int parse_packages(const char *s, char ***l) {
         _cleanup_free_ char *copy = strdup(s);
@@ -99,6 +103,7 @@ static int parse_opts(int argc, char **argv, ImageOpts *o) {
                 { "json", no_argument, NULL, ARG_JSON },
                 { "server", required_argument, NULL, ARG_SERVER },
                 { "token", required_argument, NULL, ARG_TOKEN },
+                { "scheduled", no_argument, NULL, ARG_SCHEDULED },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -193,6 +198,9 @@ static int parse_opts(int argc, char **argv, ImageOpts *o) {
                 case ARG_TOKEN:
                         o->remote.token = optarg;
                         break;
+                case ARG_SCHEDULED:
+                        o->scheduled = true;
+                        break;
                 default:
                         return -EINVAL;
                 }
@@ -249,6 +257,45 @@ static int report(const ImageOpts *o, const char *verb, const char *name, int k,
         return 1;
 }
 
+static int need_server(const ImageOpts *o) {
+        if (!o->remote.server || !o->remote.token)
+                return log_error_errno(EINVAL, "No server: pass --server URL and --token TOKEN (or set KILN_SERVER "
+                                               "and KILN_TOKEN)");
+        return 0;
+}
+
+/* With --server: the outcome becomes an event, a committed revision is
+ * published. */
+static int publish_build(const ImageOpts *o, ImageStore *s, const char *name, const ImageResult *res) {
+        json_t *info = NULL, *outcome;
+        char digest[72];
+        int k;
+
+        if (need_server(o) < 0)
+                return -EINVAL;
+        (void) image_info(s, name, &info);
+        json_t *lb = json_object_get(info, "last_build");
+        outcome = json_pack("{s:s, s:i, s:f, s:b}", "status", res->committed ? "succeeded" : "failed", "revision",
+                            (json_int_t) res->rev, "seconds", json_number_value(json_object_get(lb, "seconds")),
+                            "scheduled", o->scheduled);
+        if (outcome && res->committed)
+                json_object_set_new(outcome, "digest", json_string(res->digest));
+        if (outcome && !res->committed && res->step[0]) {
+                json_object_set_new(outcome, "step", json_string(res->step));
+                json_object_set_new(outcome, "message", json_string(res->message));
+        }
+        json_decref(info);
+        k = outcome ? image_report_build(&o->remote, name, outcome) : -ENOMEM;
+        json_decref(outcome);
+        if (k >= 0 && res->committed)
+                k = image_push(s, &o->remote, name, res->rev, digest);
+        if (k < 0)
+                log_error_errno(k, "Failed to report the build of '%s' to %s: %m", name, o->remote.server);
+        else if (!o->json)
+                printf("reported to %s%s\n", o->remote.server, res->committed ? " and published" : "");
+        return k;
+}
+
 static int image_build_verb(ImageOpts *o, bool rebuild) {
         _cleanup_image_store_ ImageStore *s = NULL;
         _cleanup_(image_result_done) ImageResult res = {};
@@ -289,7 +336,12 @@ static int image_build_verb(ImageOpts *o, bool rebuild) {
                 return log_error_errno(EPERM, "kiln image build needs root (mmdebstrap, sandboxes)"), 1;
         (void) sandbox_gc(0);
         k = image_build(s, o->args[0], &o->recipe, &res);
-        return report(o, rebuild ? "rebuild" : "build", o->args[0], k, before, had, &res);
+        int ret = report(o, rebuild ? "rebuild" : "build", o->args[0], k, before, had, &res);
+        if (o->remote.server && !o->remote.token)
+                log_warning("A server but no token (--token, $KILN_TOKEN): the build is not reported");
+        else if (o->remote.server && publish_build(o, s, o->args[0], &res) < 0)
+                return 1;
+        return ret;
 }
 
 static int image_import_verb(ImageOpts *o) {
@@ -518,13 +570,6 @@ static int image_path_verb(ImageOpts *o) {
         if (!dir || access(dir, F_OK) < 0)
                 return log_error_errno(ENOENT, "Image '%s' has no revision %u", name, rev), 1;
         printf("%s/rootfs\n", dir);
-        return 0;
-}
-
-static int need_server(const ImageOpts *o) {
-        if (!o->remote.server || !o->remote.token)
-                return log_error_errno(EINVAL, "No server: pass --server URL and --token TOKEN (or set KILN_SERVER "
-                                               "and KILN_TOKEN)");
         return 0;
 }
 

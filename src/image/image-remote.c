@@ -172,6 +172,13 @@ int image_push(ImageStore *s, const ImageRemote *rm, const char *name, unsigned 
         return k;
 }
 
+int image_report_build(const ImageRemote *rm, const char *name, json_t *outcome) {
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "/api/v1/images/%s/builds", name) < 0)
+                return -ENOMEM;
+        return api_json(rm, "POST", path, outcome, NULL);
+}
+
 static int find_local_digest(ImageStore *s, const char *name, const char *digest, unsigned *ret) {
         _cleanup_free_ unsigned *revs = NULL;
         size_t n = 0;

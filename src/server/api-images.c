@@ -119,11 +119,71 @@ int api_image_put(Request *r) {
                                 digest, "size", (json_int_t) st.st_size, "published", (json_int_t) time(NULL),
                                 "meta", meta);
         k = ref ? ref_write(r->srv, r->args[0], ref) : -ENOMEM;
+        if (k >= 0) {
+                json_t *ev = json_pack("{s:s}", "digest", digest);
+                k = ev ? store_image_event(r->srv->store, r->args[0], json_integer_value(rev), "published", ev)
+                       : -ENOMEM;
+                json_decref(ev);
+        }
         if (k < 0)
                 http_errno(r, k, "image reference");
         else
                 http_json(r, 200, json_incref(ref));
         json_decref(ref);
+finish:
+        json_decref(body);
+        return 0;
+}
+
+/* The outcome of a build or rebuild (kiln image build --server, a worker's
+ * scheduled rebuild), recorded as an event. */
+int api_image_build_report(Request *r) {
+        static const char *const keys[] = { "status", "revision", "seconds", "step", "message", "digest",
+                                            "scheduled", "worker", NULL };
+        json_t *body;
+
+        if (!image_ref_name_valid(r->args[0]))
+                return http_error(r, 400, "invalid_name", NULL, "not an image name");
+        if (http_body_json(r, &body) < 0)
+                return 0;
+        const char *status = json_string_value(json_object_get(body, "status"));
+        json_t *rev = json_object_get(body, "revision");
+        if (http_check_keys(r, body, keys) < 0)
+                goto finish;
+        if (!status || (!streq(status, "succeeded") && !streq(status, "failed"))) {
+                http_error(r, 400, "invalid_field", json_pack("{s:s}", "path", "status"),
+                           "status: required, 'succeeded' or 'failed'");
+                goto finish;
+        }
+        if (!json_is_integer(rev) || json_integer_value(rev) < 1) {
+                http_error(r, 400, "invalid_field", json_pack("{s:s}", "path", "revision"),
+                           "revision: required, a positive integer");
+                goto finish;
+        }
+        const char *const strings[] = { "step", "message", "digest", "worker" };
+        for (size_t i = 0; i < ELEMENTSOF(strings); i++) {
+                json_t *v = json_object_get(body, strings[i]);
+                if (v && (!json_is_string(v) || json_string_length(v) > 1024)) {
+                        http_error(r, 400, "invalid_field", json_pack("{s:s}", "path", strings[i]),
+                                   "%s: a string of at most 1024 bytes", strings[i]);
+                        goto finish;
+                }
+        }
+        if ((json_object_get(body, "seconds") && !json_is_number(json_object_get(body, "seconds"))) ||
+            (json_object_get(body, "scheduled") && !json_is_boolean(json_object_get(body, "scheduled")))) {
+                http_error(r, 400, "invalid_field", NULL, "seconds: a number; scheduled: a boolean");
+                goto finish;
+        }
+        const char *state = streq(status, "succeeded") ? "build_succeeded" : "build_failed";
+        json_int_t revision = json_integer_value(rev);
+        /* status and rev point into body: both are read before the keys go. */
+        json_object_del(body, "status");
+        json_object_del(body, "revision");
+        int k = store_image_event(r->srv->store, r->args[0], revision, state, body);
+        if (k < 0)
+                http_errno(r, k, "event");
+        else
+                http_json(r, 200, json_pack("{s:s}", "image", r->args[0]));
 finish:
         json_decref(body);
         return 0;

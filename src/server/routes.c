@@ -29,6 +29,7 @@ const Route server_routes[] = {
         { "PUT", "/api/v1/images/*", AUTH_ADMIN, BODY_JSON, NULL, NULL, api_image_put },
         { "GET", "/api/v1/images/*", USERS | SESSION, BODY_NONE, NULL, NULL, api_image_get },
         { "GET", "/api/v1/images", USERS | SESSION, BODY_NONE, NULL, NULL, api_image_list },
+        { "POST", "/api/v1/images/*/builds", AUTH_ADMIN | SESSION, BODY_JSON, NULL, NULL, api_image_build_report },
 
         { "POST", "/api/v1/jobs", USERS, BODY_JSON, NULL, NULL, api_job_submit },
         { "GET", "/api/v1/jobs", USERS, BODY_NONE, NULL, NULL, api_job_list },

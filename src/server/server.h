@@ -162,6 +162,7 @@ int api_secret_delete(Request *r);
 int api_image_put(Request *r);
 int api_image_get(Request *r);
 int api_image_list(Request *r);
+int api_image_build_report(Request *r);
 int api_job_submit(Request *r);
 int api_job_list(Request *r);
 int api_job_get(Request *r);

@@ -313,6 +313,28 @@ static int secret_put_op(Store *s, StoreConn *c, void *userdata) {
         return conn_step(c, st);
 }
 
+typedef struct ImageEventArgs {
+        const char *name;
+        int64_t revision;
+        const char *state;
+        json_t *extra;
+} ImageEventArgs;
+
+static int image_event_op(Store *s, StoreConn *c, void *userdata) {
+        ImageEventArgs *a = userdata;
+        json_t *extra = a->extra ? json_deep_copy(a->extra) : json_object();
+        if (!extra || json_object_set_new(extra, "image", json_string(a->name)) < 0) {
+                json_decref(extra);
+                return -ENOMEM;
+        }
+        return store_event_add(s, c, "image", a->revision, 0, a->state, extra);
+}
+
+int store_image_event(Store *s, const char *name, int64_t revision, const char *state, json_t *extra) {
+        ImageEventArgs a = { .name = name, .revision = revision, .state = state, .extra = extra };
+        return store_write(s, image_event_op, &a);
+}
+
 int store_secret_put(Store *s, const char *name, const void *blob, size_t size) {
         SecretArgs a = { .name = name, .blob = blob, .size = size };
         return store_write(s, secret_put_op, &a);

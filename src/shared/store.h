@@ -158,6 +158,10 @@ int store_leases_expire(Store *s, unsigned *ret_n);
 int store_events_since(Store *s, int64_t after, unsigned limit, json_t **ret);
 
 /* Secrets: the store keeps ciphertext only. */
+/* An image event (docs/images.md): type "image", id the revision, "image"
+ * the name, state "published", "build_succeeded" or "build_failed"; extra's
+ * keys are added (borrowed). */
+int store_image_event(Store *s, const char *name, int64_t revision, const char *state, json_t *extra);
 int store_secret_put(Store *s, const char *name, const void *blob, size_t size);
 int store_secret_get(Store *s, const char *name, void **ret_blob, size_t *ret_size);
 int store_secret_list(Store *s, json_t **ret);

@@ -226,3 +226,43 @@ def test_second_worker_pulls_from_the_server_and_runs_identical_bytes(built, tmp
         for w in workers:
             w.stop()
         srv.cleanup()
+
+
+def image_events(srv):
+    r = srv.client().get("/api/v1/events?after=0&follow=0")
+    body = r.body.decode() if hasattr(r, "body") else r.text
+    out = []
+    for line in body.splitlines():
+        if line.startswith("data: "):
+            ev = json.loads(line[6:])
+            if ev["type"] == "image":
+                out.append(ev)
+    return out
+
+
+def test_rebuild_reports_to_the_server_as_events(built):
+    data, _ = built
+    srv = Server().start()
+    try:
+        before = show(data, "be")
+        p = kiln("image", "rebuild", "be", "--data", data, "--base-cache", BASE_CACHE, "--scheduled",
+                 "--server", srv.url, "--token", srv.admin, timeout=900)
+        assert p.returncode == 0, p.stderr
+        now = show(data, "be")
+        assert now["current"] > before["current"]
+        evs = image_events(srv)
+        assert [(e["state"], e["image"], e["id"]) for e in evs] == [
+            ("build_succeeded", "be", now["current"]), ("published", "be", now["current"])], evs
+        assert evs[0]["scheduled"] is True and evs[0]["digest"] == now["digest"] and evs[0]["seconds"] > 0
+        assert srv.client().get("/api/v1/images/be").json()["digest"] == now["digest"]
+
+        p = build(data, "be", "--from", SUITE, "--packages", PACKAGES, "--validate", "false", "--tries", "1",
+                  "--server", srv.url, "--token", srv.admin)
+        assert p.returncode == 1
+        ev = image_events(srv)[-1]
+        assert ev["state"] == "build_failed" and ev["step"] == "validate" and "0 of 1" in ev["message"], ev
+        # A failed build publishes nothing: the server still names the last good revision.
+        assert srv.client().get("/api/v1/images/be").json()["digest"] == now["digest"]
+        assert show(data, "be")["current"] == now["current"]
+    finally:
+        srv.cleanup()
