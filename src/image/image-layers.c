@@ -190,6 +190,22 @@ static int move_entry(int sfd, const char *name, int dfd, const struct stat *st)
         return copy_file(sfd, name, dfd, st);
 }
 
+/* overlayfs bookkeeping (origin, impure, nlink, …) that a file renamed
+ * out of a writable layer carries: meaningless, or worse, in an image.
+ * Through /proc/self/fd of an O_PATH fd, so that it works on symlinks too. */
+static void strip_overlay_xattrs(int dfd, const char *name) {
+        _cleanup_close_ int fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        char proc[64], list[4096];
+
+        if (fd < 0)
+                return;
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        ssize_t n = listxattr(proc, list, sizeof list);
+        for (ssize_t i = 0; n > 0 && i < n; i += (ssize_t) strlen(list + i) + 1)
+                if (strneq(list + i, "trusted.overlay.", 16))
+                        (void) removexattr(proc, list + i);
+}
+
 /* Owners, then modes (chown clears setuid), then times. */
 static int set_attrs(const Merge *m, int dfd, const char *name, const struct stat *st) {
         struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, st->st_mtim };
@@ -272,6 +288,8 @@ static int merge_one(const Merge *m, int sfd, int dfd, const char *path, const c
                 r = move_entry(sfd, name, dfd, &st);
                 if (r < 0)
                         return fail(m->error, r, "Cannot move '%s' into place: %s", sub, strerror(-r));
+                if (m->kind == LAYER_OVERLAY)
+                        strip_overlay_xattrs(dfd, name);
         }
         r = set_attrs(m, dfd, name, &st);
         if (r < 0)

@@ -153,6 +153,10 @@ static void test_merge_overlay(const char *tmp) {
         CHECK(fchownat(up, "var/new", base + 42, base + 42, 0) == 0);
         CHECK(fchownat(up, "var", base, base, 0) == 0);
         CHECK(fchmodat(up, "var/new", 04755, 0) == 0);
+        int nf = openat(up, "var/new", O_RDONLY | O_CLOEXEC);
+        CHECK(nf >= 0 && fsetxattr(nf, "trusted.overlay.origin", "x", 1, 0) == 0 &&
+              fsetxattr(nf, "user.keep", "k", 1, 0) == 0);
+        close(nf);
 
         CHECK(layer_merge(up, lo, LAYER_OVERLAY, base, &err) == 0);
         CHECK(!exists(lo, "etc/issue") && exists(lo, "etc"));
@@ -160,6 +164,11 @@ static void test_merge_overlay(const char *tmp) {
         struct stat st;
         CHECK(fstatat(lo, "var/new", &st, 0) == 0 && st.st_uid == 42 && st.st_gid == 42 &&
               (st.st_mode & 07777) == 04755);
+        char x[8];
+        nf = openat(lo, "var/new", O_RDONLY | O_CLOEXEC);
+        CHECK(nf >= 0 && fgetxattr(nf, "trusted.overlay.origin", x, sizeof x) < 0 && errno == ENODATA);
+        CHECK(fgetxattr(nf, "user.keep", x, sizeof x) == 1);
+        close(nf);
         close(lo);
         close(up);
 }
