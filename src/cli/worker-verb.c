@@ -30,6 +30,7 @@ static void worker_usage(FILE *f) {
                 "Options:\n"
                 "  --server URL            the server, e.g. http://127.0.0.1:7070 [$KILN_SERVER]\n"
                 "  --token TOKEN           a worker registration token [$KILN_WORKER_TOKEN]\n"
+                "  --token-file PATH       read the token from a file (keeps it out of ps)\n"
                 "  --name NAME             the worker's name [the host name]\n"
                 "  --slots N               tasks (slots) run at once [1]\n"
                 "  --labels K=V,…          labels jobs can require\n"
@@ -54,7 +55,7 @@ static void worker_usage(FILE *f) {
 }
 
 enum {
-        ARG_SERVER = 0x100, ARG_TOKEN, ARG_NAME, ARG_SLOTS, ARG_LABELS, ARG_IMAGE, ARG_POOL, ARG_DEFAULT_IMAGE,
+        ARG_SERVER = 0x100, ARG_TOKEN, ARG_TOKEN_FILE, ARG_NAME, ARG_SLOTS, ARG_LABELS, ARG_IMAGE, ARG_POOL, ARG_DEFAULT_IMAGE,
         ARG_DATA, ARG_DRAIN, ARG_GRACE, ARG_TASK_TIMEOUT, ARG_LOG_MAX, ARG_CLAIM_WAIT, ARG_CANCEL_POLL,
         ARG_MEMORY, ARG_PIDS, ARG_CPUS, ARG_DISK, ARG_WS_FILES, ARG_WS_BYTES, ARG_ART_BYTES, ARG_METRICS, ARG_NETWORK,
 };
@@ -62,7 +63,7 @@ enum {
 typedef struct Opts {
         WorkerConfig cfg;
         WorkerImage images[IMAGES_MAX];
-        char *strings[3 * IMAGES_MAX]; /* owned names and paths */
+        char *strings[3 * IMAGES_MAX + 4]; /* owned names, paths and tokens */
         size_t n_strings;
 } Opts;
 
@@ -146,6 +147,20 @@ static int parse_one(Opts *o, int c, const char *arg) {
         switch (c) {
         case ARG_SERVER: w->server = arg; return 0;
         case ARG_TOKEN: w->token = arg; return 0;
+        case ARG_TOKEN_FILE: {
+                char *t = NULL;
+                r = read_full_file(arg, 4096, &t, NULL);
+                if (r < 0)
+                        return log_error_errno(r, "--token-file: cannot read '%s': %m", arg);
+                t[strcspn(t, "\r\n")] = 0;
+                if (o->n_strings >= ELEMENTSOF(o->strings)) {
+                        free(t);
+                        return -E2BIG;
+                }
+                o->strings[o->n_strings++] = t;
+                w->token = t;
+                return 0;
+        }
         case ARG_NAME: w->name = arg; return 0;
         case ARG_DEFAULT_IMAGE: w->default_image = arg; return 0;
         case ARG_DATA: w->data_dir = arg; return 0;
@@ -177,7 +192,7 @@ static int parse_one(Opts *o, int c, const char *arg) {
                 }
                 WorkerImage *img = image_get(o, k, true);
                 char *p = strdup(v);
-                if (!img || !p) {
+                if (!img || !p || o->n_strings >= ELEMENTSOF(o->strings)) {
                         free(p);
                         return -ENOMEM;
                 }
@@ -226,6 +241,7 @@ static int parse_options(int argc, char **argv, Opts *o) {
                 { "help", no_argument, NULL, 'h' },
                 { "server", required_argument, NULL, ARG_SERVER },
                 { "token", required_argument, NULL, ARG_TOKEN },
+                { "token-file", required_argument, NULL, ARG_TOKEN_FILE },
                 { "name", required_argument, NULL, ARG_NAME },
                 { "slots", required_argument, NULL, ARG_SLOTS },
                 { "labels", required_argument, NULL, ARG_LABELS },

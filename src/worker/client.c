@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <curl/curl.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 struct Client {
         CURL *curl;
         char *base;
+        struct curl_slist *resolve;
         char *auth; /* "Authorization: Bearer …" */
         const atomic_bool *abort_flag;
         char errbuf[CURL_ERROR_SIZE];
@@ -78,6 +81,11 @@ int client_new(const char *server, const char *token, Client **ret) {
                 client_free(c);
                 return -ENOMEM;
         }
+        int r = client_resolve(c->base, &c->resolve);
+        if (r < 0) {
+                client_free(c);
+                return r;
+        }
         *ret = c;
         return 0;
 }
@@ -88,6 +96,7 @@ Client *client_free(Client *c) {
         if (c->curl)
                 curl_easy_cleanup(c->curl);
         free(c->base);
+        curl_slist_free_all(c->resolve);
         auth_free(c->auth);
         free(c);
         return NULL;
@@ -178,6 +187,8 @@ static int perform(Client *c, const char *method, const char *path, const char *
         curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
         curl_easy_setopt(e, CURLOPT_XFERINFODATA, c);
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+        if (c->resolve)
+                curl_easy_setopt(e, CURLOPT_RESOLVE, c->resolve);
         if (src) {
                 curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
                 curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
@@ -279,4 +290,56 @@ const char *client_reply_message(const ClientReply *r, char *buf, size_t size) {
         else
                 snprintf(buf, size, "HTTP status %ld", r->status);
         return buf;
+}
+
+int client_resolve(const char *url, struct curl_slist **ret) {
+        CURLU *u = curl_url();
+        char *host = NULL, *port = NULL;
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+        struct curl_slist *l = NULL;
+        unsigned char buf[sizeof(struct in6_addr)];
+        int r = 0;
+
+        *ret = NULL;
+        if (!u)
+                return -ENOMEM;
+        if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+            curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+            curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
+                r = -EINVAL;
+                goto finish;
+        }
+        size_t hl = strlen(host);
+        if (host[0] == '[' || inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1)
+                goto finish; /* an address: nothing to resolve */
+        if (getaddrinfo(host, port, &hints, &res) != 0) {
+                r = -EHOSTUNREACH;
+                goto finish;
+        }
+        for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+                char addr[INET6_ADDRSTRLEN], entry[512];
+                const void *p = ai->ai_family == AF_INET ? (const void *) &((struct sockaddr_in *) ai->ai_addr)->sin_addr
+                                                         : (const void *) &((struct sockaddr_in6 *) ai->ai_addr)->sin6_addr;
+                if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+                    !inet_ntop(ai->ai_family, p, addr, sizeof addr))
+                        continue;
+                snprintf(entry, sizeof entry, "%.*s:%s:%s%s%s", (int) MIN(hl, 255U), host, port,
+                         ai->ai_family == AF_INET6 ? "[" : "", addr, ai->ai_family == AF_INET6 ? "]" : "");
+                struct curl_slist *n = curl_slist_append(l, entry);
+                if (!n) {
+                        r = -ENOMEM;
+                        goto finish;
+                }
+                l = n;
+                break; /* one address is enough: curl takes the first entry per host */
+        }
+        *ret = TAKE_PTR(l);
+finish:
+        if (res)
+                freeaddrinfo(res);
+        curl_slist_free_all(l);
+        curl_free(host);
+        curl_free(port);
+        curl_url_cleanup(u);
+        return r;
 }

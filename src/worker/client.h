@@ -42,6 +42,12 @@ int client_put_fd(Client *c, const char *path, int fd, uint64_t size, long timeo
  * not written. */
 int client_get_fd(Client *c, const char *path, int fd, uint64_t max, long timeout_ms, long *ret_status);
 
+/* For a URL whose host is a name, a CURLOPT_RESOLVE list ("host:port:addr")
+ * resolved now, in the calling thread: libcurl would otherwise start a
+ * resolver thread of its own (see threads.h). *ret is NULL for an address. */
+struct curl_slist;
+int client_resolve(const char *url, struct curl_slist **ret);
+
 /* The "offset" member of an error or success body, or -1. */
 int64_t client_reply_offset(const ClientReply *r);
 /* The server's error message, or the status. */

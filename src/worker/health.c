@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "threads.h"
+#include "client.h"
 #include "fd-util.h"
 #include "health.h"
 #include "macro.h"
@@ -88,10 +90,20 @@ static size_t discard(char *p, size_t s, size_t n, void *u) {
 }
 
 static int check_http(Check *c) {
-        CURL *e = curl_easy_init();
+        struct curl_slist *resolve = NULL;
         long status = 0;
-        if (!e)
+        /* Resolved here, in the sandbox's network namespace, by this thread. */
+        if (client_resolve(c->target, &resolve) < 0) {
+                snprintf(c->why, sizeof c->why, "cannot resolve the host of %s", c->target);
+                return -EHOSTUNREACH;
+        }
+        CURL *e = curl_easy_init();
+        if (!e) {
+                curl_slist_free_all(resolve);
                 return -ENOMEM;
+        }
+        if (resolve)
+                curl_easy_setopt(e, CURLOPT_RESOLVE, resolve);
         curl_easy_setopt(e, CURLOPT_URL, c->target);
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) MAX(c->timeout_usec / 1000, 1ULL));
@@ -102,6 +114,7 @@ static int check_http(Check *c) {
         if (cc == CURLE_OK)
                 curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_cleanup(e);
+        curl_slist_free_all(resolve);
         if (cc != CURLE_OK) {
                 snprintf(c->why, sizeof c->why, "%s: %s", c->target, curl_easy_strerror(cc));
                 return -EHOSTUNREACH;
@@ -132,10 +145,10 @@ static void *check_thread(void *arg) {
 
 static int run_check(Check *c, char *why, size_t whysize) {
         pthread_t t;
-        int k = -pthread_create(&t, NULL, check_thread, c);
+        int k = worker_thread_create(&t, check_thread, c);
         if (k < 0)
                 return k;
-        pthread_join(t, NULL);
+        (void) worker_thread_join(t, NULL);
         if (c->result < 0)
                 snprintf(why, whysize, "%s", c->why[0] ? c->why : strerror(-c->result));
         return c->result;

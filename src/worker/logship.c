@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "threads.h"
 #include "client.h"
 #include "fd-util.h"
 #include "log.h"
@@ -158,7 +159,7 @@ int logship_new(const LogShipConfig *c, LogShip **ret) {
         }
         l->client = c->client;
         client_set_abort(l->client, &l->abort_flag);
-        r = -pthread_create(&l->thread, NULL, ship_thread, l);
+        r = worker_thread_create(&l->thread, ship_thread, l);
         if (r < 0) {
                 logship_free(l);
                 return r;
@@ -173,7 +174,7 @@ LogShip *logship_free(LogShip *l) {
                 return NULL;
         if (l->thread_started) {
                 logship_abort(l);
-                pthread_join(l->thread, NULL);
+                (void) worker_thread_join(l->thread, NULL);
         }
         if (l->client)
                 client_set_abort(l->client, NULL);
@@ -262,9 +263,9 @@ void logship_rewind(LogShip *l, uint64_t offset) {
                         /* The thread finished: start it again for the rest. */
                         l->result = 1;
                         pthread_mutex_unlock(&l->lock);
-                        pthread_join(l->thread, NULL);
+                        (void) worker_thread_join(l->thread, NULL);
                         l->thread_started = false;
-                        if (pthread_create(&l->thread, NULL, ship_thread, l) == 0)
+                        if (worker_thread_create(&l->thread, ship_thread, l) == 0)
                                 l->thread_started = true;
                         else {
                                 pthread_mutex_lock(&l->lock);

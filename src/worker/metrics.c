@@ -32,8 +32,8 @@ static void put(Buf *b, const char *fmt, ...) {
 
 static void render(Worker *w, Buf *b) {
         PoolStats ps[POOL_IMAGES_MAX];
-        uint64_t n_prep, sum_prep;
-        size_t n = pool_stats(w->pool, ps, ELEMENTSOF(ps));
+        uint64_t n_prep = 0, sum_prep = 0;
+        size_t n = w->pool ? pool_stats(w->pool, ps, ELEMENTSOF(ps)) : 0;
 
         put(b, "# TYPE kiln_worker_pool_ready gauge\n");
         for (size_t i = 0; i < n; i++)
@@ -41,7 +41,8 @@ static void render(Worker *w, Buf *b) {
         put(b, "# TYPE kiln_worker_pool_target gauge\n");
         for (size_t i = 0; i < n; i++)
                 put(b, "kiln_worker_pool_target{image=\"%s\"} %u\n", ps[i].name, ps[i].target);
-        pool_prepare_times(w->pool, &n_prep, &sum_prep);
+        if (w->pool)
+                pool_prepare_times(w->pool, &n_prep, &sum_prep);
         put(b, "# TYPE kiln_worker_sandbox_prepare_seconds summary\n");
         put(b, "kiln_worker_sandbox_prepare_seconds_sum %.6f\n", (double) sum_prep / 1e6);
         put(b, "kiln_worker_sandbox_prepare_seconds_count %" PRIu64 "\n", n_prep);

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "threads.h"
 #include "buf.h"
 #include "fd-util.h"
 #include "fs-util.h"
@@ -161,7 +162,7 @@ int output_new(Masker *m, char *const *secrets, LogShip *ship, size_t n_services
                 if (r < 0)
                         goto fail;
         }
-        r = -pthread_create(&o->thread, NULL, output_thread, o);
+        r = worker_thread_create(&o->thread, output_thread, o);
         if (r < 0)
                 goto fail;
         o->started = true;
@@ -244,24 +245,12 @@ void output_finish(Output *o, uint64_t grace_usec) {
                 return;
         /* The thread ends at EOF on the log pipe; a process that escaped the
          * kill and still holds it open only gets grace_usec. */
-        uint64_t end = now_usec(CLOCK_MONOTONIC) + grace_usec;
-        for (;;) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += 10 * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000L;
-                }
-                if (pthread_timedjoin_np(o->thread, NULL, &ts) == 0) {
-                        o->started = false;
-                        return;
-                }
-                if (now_usec(CLOCK_MONOTONIC) >= end)
-                        break;
+        if (worker_thread_timedjoin(o->thread, grace_usec) == 0) {
+                o->started = false;
+                return;
         }
         uint64_t one = 1;
         (void) write(o->stop_fd, &one, sizeof one);
-        pthread_join(o->thread, NULL);
+        (void) worker_thread_join(o->thread, NULL);
         o->started = false;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "threads.h"
 #include "fs-util.h"
 #include "log.h"
 #include "pool.h"
@@ -60,7 +61,9 @@ static int prepare(Pool *p, const Slot *slot, const PoolLimits *l, Sandbox **ret
         };
         Sandbox *s = NULL;
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        worker_clone_guard_begin();
         int r = sandbox_prepare(&c, &s);
+        worker_clone_guard_end();
         if (r < 0)
                 return r;
         r = workspace_create(sandbox_init_pid(s));
@@ -91,8 +94,10 @@ static bool pick(Pool *p, Request **ret_req, Slot **ret_refill, Sandbox **ret_de
                         *ret_req = q;
                         return true;
                 }
+        /* An empty pool is refilled before used sandboxes are destroyed; a
+         * partly full one after, so that destruction never falls behind. */
         for (size_t i = 0; i < p->n_slots; i++)
-                if (p->slots[i].n_ready < p->slots[i].img.target && now >= p->slots[i].failed_until) {
+                if (p->slots[i].n_ready == 0 && p->slots[i].img.target > 0 && now >= p->slots[i].failed_until) {
                         *ret_refill = &p->slots[i];
                         return true;
                 }
@@ -103,6 +108,11 @@ static bool pick(Pool *p, Request **ret_req, Slot **ret_refill, Sandbox **ret_de
                 free(d);
                 return true;
         }
+        for (size_t i = 0; i < p->n_slots; i++)
+                if (p->slots[i].n_ready < p->slots[i].img.target && now >= p->slots[i].failed_until) {
+                        *ret_refill = &p->slots[i];
+                        return true;
+                }
         return false;
 }
 
@@ -193,7 +203,7 @@ int pool_new(const PoolImage *images, size_t n_images, const PoolLimits *default
                         return -ENOMEM;
                 }
         }
-        r = -pthread_create(&p->thread, NULL, pool_thread, p);
+        r = worker_thread_create(&p->thread, pool_thread, p);
         if (r < 0) {
                 p->stop = true; /* nothing to join */
                 p->thread = 0;
@@ -213,7 +223,7 @@ Pool *pool_free(Pool *p) {
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->lock);
         if (running && p->thread)
-                pthread_join(p->thread, NULL);
+                (void) worker_thread_join(p->thread, NULL);
         for (size_t i = 0; i < p->n_slots; i++) {
                 free(p->slots[i].img.name);
                 free(p->slots[i].img.path);

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "threads.h"
 #include "client.h"
 #include "fd-util.h"
 #include "fs-util.h"
@@ -27,6 +28,7 @@
 #include "workspace.h"
 
 #define SLICE_USEC (100 * 1000ULL)
+#define INIT_KILL_DELAY_USEC (2 * 1000000ULL)
 #define CALL_TIMEOUT_MS 15000L
 #define TRANSFER_TIMEOUT_MS (10 * 60 * 1000L)
 #define RETRY_MAX_USEC (1000 * 1000ULL)
@@ -116,6 +118,14 @@ static Stop flags_stop(Run *r) {
         return STOP_NONE;
 }
 
+/* Sleeps up to usec, in slices, returning early once the task must stop. */
+static void sleep_watching(Run *r, uint64_t usec) {
+        uint64_t end = now_usec(CLOCK_MONOTONIC) + usec;
+        for (uint64_t now = now_usec(CLOCK_MONOTONIC); now < end && flags_stop(r) == STOP_NONE;
+             now = now_usec(CLOCK_MONOTONIC))
+                usleep((useconds_t) MIN(end - now, SLICE_USEC));
+}
+
 /* Ends everything in the sandbox: at once when the lease is gone, else
  * SIGTERM first. Returns when SIGKILL is due. */
 static uint64_t begin_stop(Run *r, Stop why, uint64_t now) {
@@ -132,7 +142,8 @@ static uint64_t begin_stop(Run *r, Stop why, uint64_t now) {
 
 /* Waits for command id, watching the deadline, cancel and the lease. */
 static int wait_command(Run *r, uint64_t id, uint64_t deadline, SandboxExitStatus *st) {
-        uint64_t kill_at = UINT64_MAX;
+        uint64_t kill_at = UINT64_MAX, init_kill_at = UINT64_MAX;
+        bool init_killed = false;
 
         for (;;) {
                 uint64_t now = now_usec(CLOCK_MONOTONIC);
@@ -147,12 +158,21 @@ static int wait_command(Run *r, uint64_t id, uint64_t deadline, SandboxExitStatu
                 if (now >= kill_at) {
                         (void) sandbox_signal_all(r->sandbox, SIGKILL);
                         kill_at = UINT64_MAX;
+                        /* If the sandbox's init does not carry it out either,
+                         * killing the init itself ends the PID namespace. */
+                        init_kill_at = now + INIT_KILL_DELAY_USEC;
+                }
+                if (now >= init_kill_at && !init_killed) {
+                        (void) kill(sandbox_init_pid(r->sandbox), SIGKILL);
+                        init_killed = true;
                 }
                 uint64_t slice = SLICE_USEC;
                 if (deadline > now)
                         slice = MIN(slice, deadline - now);
                 if (kill_at != UINT64_MAX && kill_at > now)
                         slice = MIN(slice, kill_at - now);
+                if (why == STOP_LOST && init_kill_at == UINT64_MAX)
+                        init_kill_at = now + INIT_KILL_DELAY_USEC;
                 int k = sandbox_wait(r->sandbox, id, MAX(slice, 1000ULL), st);
                 if (k == 0)
                         return 0;
@@ -426,7 +446,7 @@ static int service_start(Run *r, size_t i, json_t *svc) {
                         service_fail(r, i, name, what);
                         return -ETIMEDOUT;
                 }
-                usleep((useconds_t) MIN(h.interval, 10 * 1000000ULL));
+                sleep_watching(r, h.interval);
         }
 }
 
@@ -793,6 +813,11 @@ static void run_attempt(Run *r) {
                               k == -ENOENT ? "this worker does not have that image" : strerror(-k));
                 goto report;
         }
+        pthread_mutex_lock(&r->w->lock);
+        r->t->init_pid = sandbox_init_pid(r->sandbox);
+        if (atomic_load(&r->t->lease_lost) || atomic_load(&r->t->hard_stop))
+                task_kill_sandbox_locked(r->t);
+        pthread_mutex_unlock(&r->w->lock);
         atomic_fetch_add(warm ? &r->w->m.warm_starts : &r->w->m.cold_starts, 1);
         log_debug("Task %" PRId64 ": %s sandbox after %.2f ms", r->t->task_id, warm ? "warm" : "cold",
                   (double) (now_usec(CLOCK_MONOTONIC) - r->t->claimed_usec) / 1000);
@@ -837,6 +862,9 @@ static void *task_thread(void *arg) {
 
         run_attempt(&r);
         output_free(r.out);
+        pthread_mutex_lock(&w->lock);
+        t->init_pid = 0; /* from here on the pool reaps it: the PID may be reused */
+        pthread_mutex_unlock(&w->lock);
         if (r.sandbox)
                 pool_release(w->pool, r.sandbox);
         logship_free(r.ship);
@@ -857,10 +885,17 @@ static void *task_thread(void *arg) {
                 }
         w->used_slots -= t->slots;
         w->n_tasks--;
+        /* Room was made when the task started. */
+        w->finished[w->n_finished++] = pthread_self();
         pthread_cond_broadcast(&w->cond);
         pthread_mutex_unlock(&w->lock);
         task_unref(t);
         return NULL;
+}
+
+void task_kill_sandbox_locked(Task *t) {
+        if (t->init_pid > 0)
+                (void) kill(t->init_pid, SIGKILL);
 }
 
 void task_unref(Task *t) {
@@ -877,7 +912,6 @@ static int64_t jint(json_t *o, const char *k) {
 
 int task_start(Worker *w, json_t *a) {
         _cleanup_(json_decrefp) json_t *assignment = a;
-        pthread_attr_t attr;
         pthread_t th;
         Task *t;
 
@@ -903,6 +937,20 @@ int task_start(Worker *w, json_t *a) {
         t->assignment = TAKE_PTR(assignment);
 
         pthread_mutex_lock(&w->lock);
+        /* Every task thread, running or ended and not yet joined, has a place
+         * in finished[]. */
+        if (w->n_tasks + w->n_finished + 1 > w->max_finished) {
+                size_t n = MAX(w->max_finished * 2, (size_t) 16);
+                pthread_t *f = realloc(w->finished, n * sizeof(pthread_t));
+                if (!f) {
+                        pthread_mutex_unlock(&w->lock);
+                        json_decref(t->assignment);
+                        free(t);
+                        return -ENOMEM;
+                }
+                w->finished = f;
+                w->max_finished = n;
+        }
         t->next = w->tasks;
         w->tasks = t;
         w->used_slots += t->slots;
@@ -910,10 +958,7 @@ int task_start(Worker *w, json_t *a) {
         pthread_mutex_unlock(&w->lock);
         atomic_fetch_add(&w->m.tasks_started, 1);
 
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int k = -pthread_create(&th, &attr, task_thread, t);
-        pthread_attr_destroy(&attr);
+        int k = worker_thread_create(&th, task_thread, t);
         if (k < 0) {
                 pthread_mutex_lock(&w->lock);
                 for (Task **p = &w->tasks; *p; p = &(*p)->next)

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "client.h"
 #include "pool.h"
@@ -26,6 +27,10 @@ typedef struct Task {
         /* Set by the heartbeat thread or the main loop; read by the task. */
         atomic_bool cancel, lease_lost, hard_stop;
         atomic_bool reported; /* the server accepted the result */
+        /* The sandbox's init while the task holds its sandbox, else 0: killing
+         * it ends everything in the sandbox at once, even when the task thread
+         * is stuck talking to it. Guarded by the worker's lock. */
+        pid_t init_pid;
         /* Guarded by the worker's lock. */
         uint64_t lease_deadline, next_heartbeat;
         struct Task *next;
@@ -55,6 +60,9 @@ struct Worker {
         WorkerMetrics m;
         Client *idle[32];
         size_t n_idle;
+        /* Ended task threads waiting to be joined (n_finished ≤ n of tasks). */
+        pthread_t *finished;
+        size_t n_finished, max_finished;
 };
 
 int worker_client_get(Worker *w, Client **ret);
@@ -62,4 +70,6 @@ void worker_client_put(Worker *w, Client *c);
 
 /* Starts a task thread for an assignment (taken). */
 int task_start(Worker *w, json_t *assignment);
+/* Kills the task's sandbox now (call with the worker's lock held). */
+void task_kill_sandbox_locked(Task *t);
 void task_unref(Task *t);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "threads.h"
 #include "client.h"
 #include "fd-util.h"
 #include "fs-util.h"
@@ -226,9 +228,11 @@ static void heartbeat_one(Worker *w, Client *cl, Task *t) {
                         log_info("Task %" PRId64 ": cancel requested", t->task_id);
         } else if (r >= 0 && (rep.status == 409 || rep.status == 404)) {
                 /* A heartbeat that crossed the task's finish is answered 409 too. */
-                if (!atomic_load(&t->reported) && !atomic_exchange(&t->lease_lost, true))
+                if (!atomic_load(&t->reported) && !atomic_exchange(&t->lease_lost, true)) {
                         log_warning("Task %" PRId64 ": the server refused lease %" PRId64 " (%ld): stopping it",
                                     t->task_id, t->lease, rep.status);
+                        task_kill_sandbox_locked(t);
+                }
         } else
                 t->next_heartbeat = now + HEARTBEAT_RETRY_USEC;
         pthread_mutex_unlock(&w->lock);
@@ -252,6 +256,7 @@ static void *heartbeat_thread(void *arg) {
                                 continue;
                         if (now >= t->lease_deadline) {
                                 atomic_store(&t->lease_lost, true);
+                                task_kill_sandbox_locked(t);
                                 log_warning("Task %" PRId64 ": lease %" PRId64 " lapsed without a heartbeat: "
                                             "stopping it", t->task_id, t->lease);
                                 continue;
@@ -329,9 +334,25 @@ static void leftovers_remove(Worker *w) {
 
 static void stop_all_tasks(Worker *w) {
         pthread_mutex_lock(&w->lock);
-        for (Task *t = w->tasks; t; t = t->next)
+        for (Task *t = w->tasks; t; t = t->next) {
                 atomic_store(&t->hard_stop, true);
+                task_kill_sandbox_locked(t);
+        }
         pthread_mutex_unlock(&w->lock);
+}
+
+/* Task threads end by handing their pthread_t over; joined here. */
+static void reap_task_threads(Worker *w) {
+        for (;;) {
+                pthread_mutex_lock(&w->lock);
+                if (w->n_finished == 0) {
+                        pthread_mutex_unlock(&w->lock);
+                        return;
+                }
+                pthread_t t = w->finished[--w->n_finished];
+                pthread_mutex_unlock(&w->lock);
+                (void) worker_thread_join(t, NULL);
+        }
 }
 
 static int worker_loop(Worker *w) {
@@ -342,6 +363,7 @@ static int worker_loop(Worker *w) {
         for (;;) {
                 struct pollfd p = { .fd = c->stop_fd, .events = POLLIN };
                 (void) poll(&p, c->stop_fd >= 0 ? 1 : 0, TICK_MS * 2);
+                reap_task_threads(w);
                 unsigned n = p.revents ? stop_requests(c->stop_fd) : 0;
                 if (n > 0 && level < 2) {
                         unsigned old = level;
@@ -369,8 +391,10 @@ static int worker_loop(Worker *w) {
                         pthread_mutex_lock(&w->lock);
                         bool idle = w->n_tasks == 0;
                         pthread_mutex_unlock(&w->lock);
-                        if (idle)
+                        if (idle) {
+                                reap_task_threads(w);
                                 return 0;
+                        }
                 }
         }
 }
@@ -385,6 +409,13 @@ int worker_run(const WorkerConfig *c) {
                 return log_error_errno(EINVAL, "A server URL and a registration token are required");
         if (c->slots < 1 || c->n_images < 1)
                 return log_error_errno(EINVAL, "A worker needs at least one slot and one image");
+
+        /* A sandbox's init is a raw clone() of the pool thread and goes on
+         * using that thread's malloc arena. glibc lets threads share arenas
+         * once there are 8 per CPU; another thread holding the shared lock at
+         * the instant of the clone would wedge the init in malloc(). With
+         * room for an arena per thread, the pool thread's stays its own. */
+        (void) mallopt(M_ARENA_MAX, 4096);
 
         Worker *w = calloc(1, sizeof *w);
         if (!w)
@@ -408,6 +439,12 @@ int worker_run(const WorkerConfig *c) {
                 goto finish;
         }
 
+        /* Its thread exists before the first sandbox is cloned. */
+        if (c->metrics_listen) {
+                r = metrics_start(w, c->metrics_listen, &metrics);
+                if (r < 0)
+                        goto finish;
+        }
         PoolImage imgs[POOL_IMAGES_MAX];
         for (size_t i = 0; i < c->n_images && i < POOL_IMAGES_MAX; i++)
                 imgs[i] = (PoolImage) { .name = (char *) c->images[i].name, .path = (char *) c->images[i].path,
@@ -420,11 +457,6 @@ int worker_run(const WorkerConfig *c) {
                 log_error_errno(r, "Failed to start the sandbox pool: %m");
                 goto finish;
         }
-        if (c->metrics_listen) {
-                r = metrics_start(w, c->metrics_listen, &metrics);
-                if (r < 0)
-                        goto finish;
-        }
         /* Stop requests that arrive while registering end it early. */
         r = worker_register(w);
         if (r == -ECANCELED) {
@@ -436,13 +468,13 @@ int worker_run(const WorkerConfig *c) {
         log_info("Registered as worker %" PRId64 " with %u slot(s); lease TTL %.1f s", w->id, c->slots,
                  (double) w->lease_ttl_usec / 1e6);
 
-        r = -pthread_create(&heartbeat, NULL, heartbeat_thread, w);
+        r = worker_thread_create(&heartbeat, heartbeat_thread, w);
         if (r < 0)
                 goto finish;
-        r = -pthread_create(&claim, NULL, claim_thread, w);
+        r = worker_thread_create(&claim, claim_thread, w);
         if (r < 0) {
                 atomic_store(&w->stopping, true);
-                pthread_join(heartbeat, NULL);
+                (void) worker_thread_join(heartbeat, NULL);
                 goto finish;
         }
         r = worker_loop(w);
@@ -450,16 +482,19 @@ int worker_run(const WorkerConfig *c) {
         pthread_mutex_lock(&w->lock);
         pthread_cond_broadcast(&w->cond);
         pthread_mutex_unlock(&w->lock);
-        pthread_join(claim, NULL);
+        (void) worker_thread_join(claim, NULL);
         atomic_store(&w->stopping, true);
-        pthread_join(heartbeat, NULL);
+        (void) worker_thread_join(heartbeat, NULL);
         /* A task started by a claim answered during the drain. */
         pthread_mutex_lock(&w->lock);
-        for (Task *t = w->tasks; t; t = t->next)
+        for (Task *t = w->tasks; t; t = t->next) {
                 atomic_store(&t->hard_stop, true);
+                task_kill_sandbox_locked(t);
+        }
         while (w->n_tasks > 0)
                 pthread_cond_wait(&w->cond, &w->lock);
         pthread_mutex_unlock(&w->lock);
+        reap_task_threads(w);
         log_info("Worker stopped");
 finish:
         metrics_stop(metrics);
@@ -470,6 +505,7 @@ finish:
                 explicit_bzero(w->session, strlen(w->session));
                 free(w->session);
         }
+        free(w->finished);
         pthread_mutex_destroy(&w->lock);
         pthread_cond_destroy(&w->cond);
         free(w);

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,7 +18,10 @@
 #include "fs-util.h"
 #include "log.h"
 #include "macro.h"
+#include "threads.h"
 #include "workspace.h"
+
+#define HELPER_TIMEOUT_USEC (30 * 60 * 1000000ULL)
 
 typedef enum Op {
         OP_CREATE,
@@ -43,8 +48,12 @@ static int enter(int mnt_fd, int user_fd) {
                 return -errno;
         if (setns(user_fd, CLONE_NEWUSER) < 0)
                 return -errno;
-        (void) setgroups(0, NULL);
-        if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        /* Raw system calls: glibc's wrappers would run their all-threads
+         * protocol (SIGSETXID), whose bookkeeping a child forked from a
+         * multi-threaded process may inherit mid-update and wait on forever.
+         * This process has a single thread, which is all the kernel changes. */
+        (void) syscall(SYS_setgroups, 0, NULL);
+        if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
                 return -errno;
         if (chdir("/") < 0)
                 return -errno;
@@ -63,20 +72,23 @@ static int child_run(const Job *j, Report *rep) {
         }
         _cleanup_close_ int dir = open(WORKSPACE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (dir < 0) {
-                snprintf(rep->message, sizeof rep->message, "cannot open %s: %s", WORKSPACE_DIR, strerror(errno));
-                return -errno;
+                int e = errno;
+                snprintf(rep->message, sizeof rep->message, "cannot open %s (errno %d)", WORKSPACE_DIR, e);
+                return -e;
         }
         if (j->op == OP_EXTRACT)
                 r = archive_extract_safe(j->fd, dir, j->limits, &st, &err);
         else
                 r = archive_pack(dir, j->globs, j->fd, j->limits, &st, &err);
         rep->entries = st.n_entries;
-        if (r < 0)
-                snprintf(rep->message, sizeof rep->message, "%s", err.message[0] ? err.message : strerror(-r));
+        if (r < 0 && err.message[0])
+                snprintf(rep->message, sizeof rep->message, "%s", err.message);
+        else if (r < 0)
+                snprintf(rep->message, sizeof rep->message, "errno %d", -r);
         return r;
 }
 
-static int run_in_sandbox(pid_t init_pid, const Job *j, Report *ret) {
+static int run_in_sandbox(pid_t init_pid, const Job *j, uint64_t timeout_usec, Report *ret) {
         _cleanup_close_ int mnt = -EBADF, user = -EBADF;
         _cleanup_close_pair_ int p[2] = { -EBADF, -EBADF };
         char path[64];
@@ -91,7 +103,7 @@ static int run_in_sandbox(pid_t init_pid, const Job *j, Report *ret) {
         if (pipe2(p, O_CLOEXEC) < 0)
                 return -errno;
         pid_t parent = getpid();
-        pid_t pid = fork();
+        pid_t pid = worker_fork();
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
@@ -103,7 +115,7 @@ static int run_in_sandbox(pid_t init_pid, const Job *j, Report *ret) {
                 p[0] = safe_close(p[0]);
                 int r = enter(mnt, user);
                 if (r < 0)
-                        snprintf(rep.message, sizeof rep.message, "cannot enter the sandbox: %s", strerror(-r));
+                        snprintf(rep.message, sizeof rep.message, "cannot enter the sandbox (errno %d)", -r);
                 else
                         r = child_run(j, &rep);
                 rep.error = r < 0 ? -r : 0;
@@ -112,11 +124,24 @@ static int run_in_sandbox(pid_t init_pid, const Job *j, Report *ret) {
         }
         p[1] = safe_close(p[1]);
         Report rep = {};
-        ssize_t n = loop_read(p[0], &rep, sizeof rep);
+        struct pollfd pf = { .fd = p[0], .events = POLLIN };
+        int k;
+        while ((k = poll(&pf, 1, (int) MIN(timeout_usec / 1000, (uint64_t) INT32_MAX))) < 0 && errno == EINTR)
+                ;
+        ssize_t n = -1;
+        if (k > 0)
+                n = loop_read(p[0], &rep, sizeof rep);
+        else
+                /* Never let a stuck helper hold up the pool or a task. */
+                (void) kill(pid, SIGKILL);
         int status;
         while (waitpid(pid, &status, 0) < 0)
                 if (errno != EINTR)
                         return -errno;
+        if (k == 0) {
+                snprintf(ret->message, sizeof ret->message, "the helper process took too long and was killed");
+                return -ETIMEDOUT;
+        }
         if (n != (ssize_t) sizeof rep) {
                 snprintf(ret->message, sizeof ret->message, "the helper process died (status %d)", status);
                 return -EPROTO;
@@ -128,7 +153,7 @@ static int run_in_sandbox(pid_t init_pid, const Job *j, Report *ret) {
 int workspace_create(pid_t init_pid) {
         Job j = { .op = OP_CREATE, .fd = -EBADF };
         Report rep;
-        return run_in_sandbox(init_pid, &j, &rep);
+        return run_in_sandbox(init_pid, &j, 30 * 1000000ULL, &rep);
 }
 
 int workspace_extract(pid_t init_pid, int archive_fd, const ArchiveLimits *l, char *errbuf, size_t errsize) {
@@ -136,7 +161,7 @@ int workspace_extract(pid_t init_pid, int archive_fd, const ArchiveLimits *l, ch
         Report rep;
         if (lseek(archive_fd, 0, SEEK_SET) < 0)
                 return -errno;
-        int r = run_in_sandbox(init_pid, &j, &rep);
+        int r = run_in_sandbox(init_pid, &j, HELPER_TIMEOUT_USEC, &rep);
         if (r < 0)
                 snprintf(errbuf, errsize, "%s", rep.message[0] ? rep.message : strerror(-r));
         return r;
@@ -146,7 +171,7 @@ int workspace_pack(pid_t init_pid, char *const *globs, int out_fd, const Archive
                    uint64_t *ret_entries, char *errbuf, size_t errsize) {
         Job j = { .op = OP_PACK, .fd = out_fd, .limits = l, .globs = globs };
         Report rep;
-        int r = run_in_sandbox(init_pid, &j, &rep);
+        int r = run_in_sandbox(init_pid, &j, HELPER_TIMEOUT_USEC, &rep);
         if (r < 0) {
                 snprintf(errbuf, errsize, "%s", rep.message[0] ? rep.message : strerror(-r));
                 return r;

@@ -22,7 +22,7 @@ def ip(*args):
 @pytest.fixture
 def netns():
     tag = uuid.uuid4().hex[:6]
-    ns, host_if, ns_if = "kilnw-" + tag, "kvh" + tag, "kvn" + tag
+    ns, host_if, ns_if = "kilnw-" + tag, "wnh" + tag, "wnn" + tag  # not kv*: the sandbox NAT table owns those
     octet = 100 + int(tag[:2], 16) % 100
     host_addr, ns_addr = "10.213.%d.1" % octet, "10.213.%d.2" % octet
     ip("netns", "add", ns)

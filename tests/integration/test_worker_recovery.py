@@ -143,3 +143,37 @@ def test_sigterm_drains_then_second_sigterm_requeues(srv):
         w.stop()
         if other:
             other.stop()
+
+
+def test_lapsed_lease_kills_the_task_and_is_not_reported(srv):
+    """A worker frozen past its lease (SIGSTOP) finds the lease gone when it
+    runs again: it kills the task's sandbox at once and reports nothing, so
+    the newer attempt on another worker stands."""
+    mark = "kiln-lapse-" + uuid.uuid4().hex[:10]
+    a = WorkerProc(srv, "frozen", args=["--pool", "host=1"]).start()
+    b = None
+    try:
+        spec = {"name": "lapse", "env": {"MARK": mark},
+                "steps": [{"run": 'if [ "$KILN_ATTEMPT" = 1 ]; then echo started; sleep 300; fi; echo second'}]}
+        j = submit(srv, spec)
+        tid = j["tasks"][0]["id"]
+        assert wait_for(lambda: task_log(srv, tid) == b"started\n", timeout=20), a.log()
+        a.signal(signal.SIGSTOP)
+        try:
+            t = wait_task_state(srv, tid, ("queued",), timeout=15)
+            assert t["attempts"][0]["state"] == "lost"
+            b = WorkerProc(srv, "fresh").start()
+            wait_task_state(srv, tid, ("succeeded",), timeout=30)
+        finally:
+            a.signal(signal.SIGCONT)
+        assert wait_for(lambda: processes_with_env(mark) == [], timeout=3), processes_with_env(mark)
+        assert wait_for(lambda: "stopping it" in a.log(), timeout=3), a.log()
+        time.sleep(1)
+        t = task(srv, tid)
+        assert t["state"] == "succeeded" and t["attempts"][0]["state"] == "lost", t
+        assert task_log(srv, tid) == b"second\n"
+        assert a.proc.poll() is None  # the worker itself carries on
+    finally:
+        a.stop()
+        if b:
+            b.stop()

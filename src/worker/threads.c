@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "threads.h"
+
+/* Process-wide on purpose: the hazard is the process's thread list, shared by
+ * every worker (and anything else) in the process. */
+static pthread_rwlock_t create_lock;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+typedef struct Entry {
+        pthread_t thread;
+        void *(*fn)(void *);
+        void *arg;
+        sem_t started, done;
+        struct Entry *next;
+} Entry;
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static Entry *registry;
+
+static void init_lock(void) {
+        pthread_rwlockattr_t a;
+        pthread_rwlockattr_init(&a);
+        /* A steady stream of thread creations must not starve the pool. */
+        pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        pthread_rwlock_init(&create_lock, &a);
+        pthread_rwlockattr_destroy(&a);
+}
+
+static void *trampoline(void *p) {
+        Entry *e = p;
+
+        /* glibc marks a thread ready for setxid in its own start-up code, which
+         * has run by now; only then may a sandbox be cloned. */
+        sem_post(&e->started);
+        void *r = e->fn(e->arg);
+        sem_post(&e->done);
+        return r;
+}
+
+int worker_thread_create(pthread_t *t, void *(*fn)(void *), void *arg) {
+        Entry *e = calloc(1, sizeof *e);
+        int r;
+
+        pthread_once(&once, init_lock);
+        if (!e)
+                return -ENOMEM;
+        e->fn = fn;
+        e->arg = arg;
+        sem_init(&e->started, 0, 0);
+        sem_init(&e->done, 0, 0);
+        pthread_mutex_lock(&registry_lock);
+        pthread_rwlock_rdlock(&create_lock);
+        r = pthread_create(&e->thread, NULL, trampoline, e);
+        if (r == 0) {
+                while (sem_wait(&e->started) < 0 && errno == EINTR)
+                        ;
+                e->next = registry;
+                registry = e;
+                *t = e->thread;
+        }
+        pthread_rwlock_unlock(&create_lock);
+        pthread_mutex_unlock(&registry_lock);
+        if (r != 0) {
+                sem_destroy(&e->started);
+                sem_destroy(&e->done);
+                free(e);
+        }
+        return -r;
+}
+
+static Entry *entry_take(pthread_t t) {
+        pthread_mutex_lock(&registry_lock);
+        for (Entry **p = &registry; *p; p = &(*p)->next)
+                if (pthread_equal((*p)->thread, t)) {
+                        Entry *e = *p;
+                        *p = e->next;
+                        pthread_mutex_unlock(&registry_lock);
+                        return e;
+                }
+        pthread_mutex_unlock(&registry_lock);
+        return NULL;
+}
+
+static void entry_put(Entry *e) {
+        pthread_mutex_lock(&registry_lock);
+        e->next = registry;
+        registry = e;
+        pthread_mutex_unlock(&registry_lock);
+}
+
+/* pthread_join() frees the thread's stack under glibc's stack cache lock:
+ * done under the read lock, once the thread has nothing left to do. */
+static void join_locked(Entry *e, void **ret) {
+        pthread_rwlock_rdlock(&create_lock);
+        pthread_join(e->thread, ret);
+        pthread_rwlock_unlock(&create_lock);
+        sem_destroy(&e->started);
+        sem_destroy(&e->done);
+        free(e);
+}
+
+int worker_thread_join(pthread_t t, void **ret) {
+        Entry *e = entry_take(t);
+        if (!e)
+                return -ESRCH;
+        while (sem_wait(&e->done) < 0 && errno == EINTR)
+                ;
+        join_locked(e, ret);
+        return 0;
+}
+
+int worker_thread_timedjoin(pthread_t t, uint64_t timeout_usec) {
+        struct timespec ts;
+        Entry *e = entry_take(t);
+        if (!e)
+                return -ESRCH;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t) (timeout_usec / 1000000);
+        ts.tv_nsec += (long) (timeout_usec % 1000000) * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        int r;
+        while ((r = sem_timedwait(&e->done, &ts)) < 0 && errno == EINTR)
+                ;
+        if (r < 0) {
+                entry_put(e);
+                return -ETIMEDOUT;
+        }
+        join_locked(e, NULL);
+        return 0;
+}
+
+void worker_clone_guard_begin(void) {
+        pthread_once(&once, init_lock);
+        pthread_rwlock_wrlock(&create_lock);
+}
+
+void worker_clone_guard_end(void) {
+        pthread_rwlock_unlock(&create_lock);
+}
+
+pid_t worker_fork(void) {
+        pthread_once(&once, init_lock);
+        pthread_rwlock_rdlock(&create_lock);
+        pid_t pid = fork();
+        if (pid != 0)
+                pthread_rwlock_unlock(&create_lock);
+        return pid;
+}
