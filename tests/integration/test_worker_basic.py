@@ -216,3 +216,17 @@ def test_metrics(env):
     assert values["kiln_worker_sandbox_prepare_seconds_count"] >= 2
     assert values["kiln_worker_claim_to_start_seconds_count"] >= 1
     assert values["kiln_worker_bytes_masked_total"] > 0  # the secrets test ran before
+
+
+def test_many_concurrent_tasks_never_wedge(env):
+    """Tasks start and end on four slots while the pool refills: threads are
+    created and joined all the time next to the sandboxes' clones."""
+    srv, w = env
+    t0 = time.time()
+    ids = [submit(srv, {"name": "many", "steps": [{"run": "echo $KILN_TASK_ID"}], "artifacts": ["none"]})["id"]
+           for _ in range(80)]
+    for jid in ids:
+        j = wait_job(srv, jid, timeout=max(5, 90 - (time.time() - t0)))
+        t = j["tasks"][0]
+        assert t["state"] == "succeeded", (t, w.log()[-2000:])
+        assert task_log(srv, t["id"]) == b"%d\n" % t["id"]
