@@ -134,11 +134,18 @@ def test_failing_script_leaves_current_and_says_why(built, tmp_path):
     assert not any(n.endswith(".new") for n in os.listdir(os.path.join(data, "images", "be", "revs")))
 
 
-def test_validation_passing_1_of_3_leaves_current(built):
+def test_validation_passing_1_of_3_leaves_current(built, tmp_path):
     data, info = built
-    # Deterministic per try: only the second of three passes.
-    p = build(data, "be", "--from", SUITE, "--packages", PACKAGES,
-              "--validate", 'echo "try $KILN_VALIDATE_TRY"; test "$KILN_VALIDATE_TRY" = 2')
+    # Deterministic per try, through a counter in a bind mount: only the
+    # second of three passes.
+    counter = tmp_path / "counter"
+    counter.mkdir()
+    os.chmod(str(counter), 0o777)  # sandbox root is an unprivileged host uid
+    (counter / "n").write_text("0\n")
+    os.chmod(str(counter / "n"), 0o666)
+    p = build(data, "be", "--from", SUITE, "--packages", PACKAGES, "--bind", "%s:/counter" % counter,
+              "--validate", 'n=$(($(cat /counter/n) + 1)); echo $n > /counter/n; '
+                            'echo "try $KILN_VALIDATE_TRY"; test $n = 2')
     err = p.stderr.decode()
     assert p.returncode == 1, err
     assert "step 'validate' failed: validation passed 1 of 3 tries; at least 80% needed" in err, err
@@ -147,6 +154,7 @@ def test_validation_passing_1_of_3_leaves_current(built):
     assert now["current"] == 1 and now["digest"] == info["digest"]
     v = now["last_build"]["validation"]
     assert v["passed"] == 1 and [r["exit"] for r in v["runs"]] == [1, 0, 1]
+    assert (counter / "n").read_text() == "3\n"
     log = open(now["last_build"]["log"]).read()
     assert "try 1\n" in log and "try 2\n" in log and "try 3\n" in log
 
