@@ -279,3 +279,31 @@ def test_relative_data_dir_with_validation(tmpdir_path, sandbox_dir):
     assert p.returncode == 0, p.stderr
     info = show(os.path.join(tmpdir_path, "reldata"), "rel")
     assert info["current"] == 1 and info["revisions"][0]["build_log"].startswith("/")
+
+
+def test_rollback_while_a_worker_runs_a_job(tmpdir_path):
+    from kilnapi import Server, submit, wait_for
+    from workerlib import WorkerProc, task_log, wait_job
+
+    data = os.path.join(tmpdir_path, "data")
+    for t in ("A", "B"):
+        assert imp(data, "bb", busybox_tar(tmpdir_path, t)).returncode == 0
+    srv = Server().start()
+    image = os.path.join(data, "images", "bb", "current", "rootfs")
+    w = WorkerProc(srv, "rb", args=["--image", "bb=" + image, "--pool", "bb=0", "--slots", "2"]).start()
+    try:
+        # Long enough for the rollback and a second job to happen meanwhile.
+        step = "cat /etc/rev; sleep 4; cat /etc/rev"
+        j1 = submit(srv, {"name": "before", "image": "bb", "steps": [{"run": step}]})
+        t1 = j1["tasks"][0]["id"]
+        assert wait_for(lambda: task_log(srv, t1).startswith(b"B\n"), timeout=30), w.log()
+        assert kiln("image", "rollback", "bb", "--data", data).returncode == 0
+        j2 = submit(srv, {"name": "after", "image": "bb", "steps": [{"run": "cat /etc/rev"}]})
+        done2 = wait_job(srv, j2["id"], timeout=30)
+        assert task_log(srv, done2["tasks"][0]["id"]) == b"A\n"
+        done1 = wait_job(srv, j1["id"], timeout=30)
+        assert done1["tasks"][0]["state"] == "succeeded"
+        assert task_log(srv, t1) == b"B\nB\n"
+    finally:
+        w.stop()
+        srv.cleanup()
