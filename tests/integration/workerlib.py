@@ -42,9 +42,11 @@ class WorkerProc:
             cmd = ["nsenter", "--net=/run/netns/" + self.nsenter] + cmd
         self.err = open(self.errpath, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.err, env=env)
-        assert wait_for(lambda: "Registered as worker" in self.log() or self.proc.poll() is not None,
-                        timeout=15), self.log()
-        assert self.proc.poll() is None, self.log()
+        ok = wait_for(lambda: "Registered as worker" in self.log() or self.proc.poll() is not None, timeout=15)
+        if not ok or self.proc.poll() is not None:
+            # Never leave a worker (and its warm sandboxes) behind a failed start.
+            self.stop()
+            raise AssertionError("the worker did not start: " + self.log())
         return self
 
     def log(self):
