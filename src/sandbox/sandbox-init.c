@@ -113,6 +113,13 @@ ssize_t msg_recv(int fd, void *buf, size_t size, int *fds, size_t *n_fds) {
         return n;
 }
 
+/* PID 1 is cloned from a process whose other threads may hold malloc's locks
+ * at that moment (kiln up runs a server in the same process): it must never
+ * allocate, so its buffers are static. */
+#define SPAWN_VEC_MAX (65536 + 3)
+static char *spawn_vec[SPAWN_VEC_MAX];
+static char init_buf[SANDBOX_MSG_MAX];
+
 /* Splits the payload into cwd, argv and env; pointers into buf. */
 static int parse_spawn(char *buf, size_t n, const MsgHeader *h, char **ret_cwd, char ***ret_argv,
                        char ***ret_env) {
@@ -122,15 +129,12 @@ static int parse_spawn(char *buf, size_t n, const MsgHeader *h, char **ret_cwd, 
 
         if (h->payload != n - sizeof *h || h->n_argv == 0 || want > 65536)
                 return -EBADMSG;
-        v = calloc(want + 2, sizeof(char *));
-        if (!v)
-                return -ENOMEM;
+        v = spawn_vec;
+        memset(v, 0, (want + 2) * sizeof(char *));
         for (size_t i = 0; i < want; i++) {
                 char *z = memchr(p, 0, (size_t) (end - p));
-                if (!z) {
-                        free(v);
+                if (!z)
                         return -EBADMSG;
-                }
                 /* cwd first, then argv (NULL-terminated), then env. */
                 v[i < 1 ? i : (i <= h->n_argv ? i : i + 1)] = p;
                 p = z + 1;
@@ -270,13 +274,10 @@ static void handle_spawn(const InitArgs *a, char *buf, size_t n, int *fds, size_
         };
         const MsgHeader *h = (const MsgHeader *) buf;
         MsgHeader reply = { .type = MSG_SPAWNED, .id = h->id };
-        _cleanup_free_ char **vec = NULL;
         char *cwd = NULL, **argv = NULL, **env = NULL;
         int slot = -1, r;
 
         r = n_fds == 3 ? parse_spawn(buf, n, h, &cwd, &argv, &env) : -EBADMSG;
-        if (r >= 0)
-                vec = argv - 1;
         for (int i = 0; r >= 0 && i < MAX_CHILDREN; i++)
                 if (children[i].pid == 0) {
                         slot = i;
@@ -333,7 +334,7 @@ static void reap(const InitArgs *a) {
 }
 
 _noreturn_ static void init_loop(const InitArgs *a) {
-        _cleanup_free_ char *buf = malloc(SANDBOX_MSG_MAX);
+        char *buf = init_buf;
         sigset_t mask;
         int sfd;
 
@@ -344,7 +345,7 @@ _noreturn_ static void init_loop(const InitArgs *a) {
         sigaddset(&mask, SIGHUP);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-        if (!buf || sfd < 0)
+        if (sfd < 0)
                 _exit(1);
 
         for (;;) {
