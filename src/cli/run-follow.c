@@ -11,17 +11,26 @@
 #include "run-follow.h"
 
 /* The worker's own messages are the log's lines that start with "[kiln] "
- * (docs/worker.md): they go to stderr, the rest to stdout. */
+ * (docs/worker.md): they go to stderr, the rest to stdout. A step's stderr
+ * comes framed: ESC "]kiln;err;" N BEL, then N bytes (docs/cli.md). */
 #define WORKER_PREFIX "[kiln] "
 #define WORKER_PREFIX_LEN (sizeof WORKER_PREFIX - 1)
+#define FRAME_PREFIX "\033]kiln;err;"
+#define FRAME_PREFIX_LEN (sizeof FRAME_PREFIX - 1)
+#define FRAME_HEADER_MAX (FRAME_PREFIX_LEN + 8)
+#define FRAME_MAX 65536U
 
 typedef struct LogSink {
         unsigned attempt; /* from X-Kiln-Attempt */
-        uint64_t bytes;   /* of this attempt's log written so far */
+        uint64_t bytes;   /* of this attempt's log received so far */
         bool mid_line;    /* not at the start of a line */
         bool to_err;      /* the current line is the worker's */
         char pending[WORKER_PREFIX_LEN];
         size_t n_pending; /* bytes at a line's start that match the prefix so far */
+        char header[FRAME_HEADER_MAX];
+        size_t n_header;  /* bytes of a frame header so far (from ESC) */
+        size_t frame_left; /* bytes of stderr still to come in this frame */
+        bool ok;           /* the answer is a 200: its body is the log */
 } LogSink;
 
 static int sink_flush_pending(LogSink *s) {
@@ -30,9 +39,8 @@ static int sink_flush_pending(LogSink *s) {
         return r;
 }
 
-static bool on_log(const char *p, size_t n, void *userdata) {
-        LogSink *s = userdata;
-        s->bytes += n;
+/* Unframed bytes: the step's stdout and the worker's lines. */
+static bool emit_plain(LogSink *s, const char *p, size_t n) {
         while (n > 0) {
                 if (s->to_err || s->mid_line) {
                         const char *nl = memchr(p, '\n', n);
@@ -63,10 +71,92 @@ static bool on_log(const char *p, size_t n, void *userdata) {
         return true;
 }
 
+/* One more byte of a frame header: returns 1 when the header is complete
+ * (frame_left set), 0 while it may still be one, -1 when it is not one. */
+static int header_feed(LogSink *s, char c) {
+        s->header[s->n_header++] = c;
+        if (s->n_header <= FRAME_PREFIX_LEN)
+                return c == FRAME_PREFIX[s->n_header - 1] ? 0 : -1;
+        if (c == '\a' && s->n_header > FRAME_PREFIX_LEN + 1) {
+                size_t v = 0;
+                for (size_t i = FRAME_PREFIX_LEN; i < s->n_header - 1; i++)
+                        v = v * 10 + (size_t) (s->header[i] - '0');
+                if (v > FRAME_MAX)
+                        return -1;
+                s->frame_left = v;
+                s->n_header = 0;
+                return 1;
+        }
+        if (c < '0' || c > '9' || s->n_header >= FRAME_HEADER_MAX)
+                return -1;
+        return 0;
+}
+
+static bool on_log(const char *p, size_t n, void *userdata) {
+        LogSink *s = userdata;
+        if (!s->ok)
+                return true; /* an error's body */
+        s->bytes += n;
+        while (n > 0) {
+                if (s->frame_left > 0) {
+                        size_t k = MIN(n, s->frame_left);
+                        if (loop_write(STDERR_FILENO, p, k) < 0)
+                                return false;
+                        s->frame_left -= k;
+                        p += k;
+                        n -= k;
+                        continue;
+                }
+                if (s->n_header > 0) {
+                        int h = header_feed(s, *p);
+                        p++;
+                        n--;
+                        if (h < 0) {
+                                /* Not a frame: the bytes are output like any. */
+                                size_t k = s->n_header;
+                                s->n_header = 0;
+                                if (!emit_plain(s, s->header, k))
+                                        return false;
+                        }
+                        continue;
+                }
+                const char *esc = memchr(p, '\033', n);
+                size_t k = esc ? (size_t) (esc - p) : n;
+                if (!emit_plain(s, p, k))
+                        return false;
+                p += k;
+                n -= k;
+                if (esc) {
+                        s->header[0] = '\033';
+                        s->n_header = 1;
+                        p++;
+                        n--;
+                }
+        }
+        return true;
+}
+
+/* The end of an attempt's log: what was held back is output. */
+static void sink_end(LogSink *s) {
+        size_t k = s->n_header;
+        s->n_header = 0;
+        s->frame_left = 0;
+        if (k > 0)
+                (void) emit_plain(s, s->header, k);
+        if (s->n_pending > 0)
+                (void) sink_flush_pending(s);
+        s->mid_line = s->to_err = false;
+}
+
 static bool on_header(const char *p, size_t n, void *userdata) {
         LogSink *s = userdata;
         static const char name[] = "X-Kiln-Attempt:";
         char buf[64];
+        if (n > 12 && strneq(p, "HTTP/", 5)) {
+                const char *sp = memchr(p, ' ', n);
+                s->ok = sp && (size_t) (sp - p) + 4 <= n && strneq(sp + 1, "200", 3);
+                return true;
+        }
         if (n < sizeof name || n >= sizeof buf || strncasecmp(p, name, sizeof name - 1) != 0)
                 return true;
         memcpy(buf, p + sizeof name - 1, n - (sizeof name - 1));
@@ -152,8 +242,7 @@ static int follow_task(Api *api, int64_t job, int64_t task_id, FollowOpts *o) {
                 r = api_stream(api, path, on_log, on_header, &sink, &status);
                 if (r == -EINTR)
                         continue; /* resumes from sink.bytes */
-                if (sink.n_pending > 0)
-                        (void) sink_flush_pending(&sink);
+                sink_end(&sink);
                 if (r < 0)
                         return r;
                 if (status == 200) {

@@ -361,3 +361,15 @@ def test_help_everywhere_and_errors_are_one_line(home):
     assert e.returncode == 2 and len(e.stderr.decode().strip().splitlines()) == 1
     e = k(home, "run", "--timeout", "soon", "--", "true")
     assert e.returncode == 2 and len(e.stderr.decode().strip().splitlines()) == 1
+
+
+def test_stderr_frames_go_to_stderr(home):
+    # The CLI side of stream separation (docs/cli.md): a frame in the log is
+    # written to stderr; other escape sequences (colours) stay on stdout.
+    d = workdir(home, {})
+    script = ("printf 'a\\033[31mred\\033[0m\\n'; printf '\\033]kiln;err;4\\007err\\n'; "
+              "printf 'b\\033]kiln;err;x\\007\\n'; printf '\\033]kiln;err;3\\007'; printf 'e2\\nc\\n'")
+    p = k(home, "run", "-q", "--", "sh", "-c", script, cwd=d)
+    assert p.returncode == 0
+    assert p.stdout == b"a\x1b[31mred\x1b[0m\nb\x1b]kiln;err;x\x07\nc\n"
+    assert p.stderr == b"err\ne2\n"
