@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "fs-util.h"
+#include "cli.h"
 #include "http-client.h"
 #include "log.h"
 #include "macro.h"
@@ -66,9 +67,17 @@ static int admin_parse(int argc, char **argv, AdminArgs *a, const char *usage) {
         /* An explicit --data wins over an inherited KILN_SERVER. */
         if (a->data && a->server && getenv("KILN_SERVER") == a->server)
                 a->server = NULL;
-        if (!a->server && !a->data)
-                return log_error_errno(EINVAL, "No server: pass --server URL --token TOKEN (or KILN_SERVER, "
-                                               "KILN_TOKEN), or --data DIR to work on a data directory.");
+        if (!a->server && !a->data) {
+                /* A running `kiln up` on this machine (docs/cli.md). */
+                static char *up_url, *up_token;
+                if (!up_url && up_find(false, &up_url, &up_token) < 0)
+                        return log_error_errno(EINVAL, "No server: pass --server URL --token TOKEN (or KILN_SERVER, "
+                                                       "KILN_TOKEN), start 'kiln up', or pass --data DIR to work on "
+                                                       "a data directory.");
+                a->server = up_url;
+                if (!a->token)
+                        a->token = up_token;
+        }
         return 0;
 }
 
@@ -243,7 +252,7 @@ int verb_token(int argc, char **argv) {
         const char *cmd = a.rest[0];
         if (streq(cmd, "create"))
                 r = token_create(&a);
-        else if (streq(cmd, "list"))
+        else if (streq(cmd, "list") || streq(cmd, "ls"))
                 r = token_list(&a);
         else if (streq(cmd, "revoke"))
                 r = token_revoke(&a);
@@ -258,8 +267,8 @@ int verb_token(int argc, char **argv) {
 
 static const char secret_usage[] =
         "Usage: kiln secret set NAME      (the value is read from standard input)\n"
-        "       kiln secret list\n"
-        "       kiln secret delete NAME\n\n"
+        "       kiln secret ls | list\n"
+        "       kiln secret rm | delete NAME\n\n"
         "  --server URL --token TOKEN   the API (KILN_SERVER, KILN_TOKEN; an admin token)\n"
         "  --data DIR                   work on a data directory directly\n";
 
@@ -410,9 +419,9 @@ int verb_secret(int argc, char **argv) {
         const char *cmd = a.rest[0];
         if (streq(cmd, "set"))
                 r = secret_set(&a);
-        else if (streq(cmd, "list"))
+        else if (streq(cmd, "list") || streq(cmd, "ls"))
                 r = secret_list(&a);
-        else if (streq(cmd, "delete"))
+        else if (streq(cmd, "delete") || streq(cmd, "rm"))
                 r = secret_delete(&a);
         else {
                 log_error("Unknown subcommand 'secret %s'. See 'kiln secret --help'.", cmd);

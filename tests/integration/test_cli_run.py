@@ -373,3 +373,19 @@ def test_stderr_frames_go_to_stderr(home):
     assert p.returncode == 0
     assert p.stdout == b"a\x1b[31mred\x1b[0m\nb\x1b]kiln;err;x\x07\nc\n"
     assert p.stderr == b"err\ne2\n"
+
+
+def test_secrets_and_tokens_through_kiln_up(home):
+    k(home, "run", "--", "true", cwd=workdir(home, {}))  # a server is up
+    value = "s3cr3t-%s" % uuid.uuid4().hex
+    s = k(home, "secret", "set", "CLI_TEST_SECRET", input=value.encode())
+    assert s.returncode == 0, s.stderr.decode()
+    assert value.encode() not in s.stdout + s.stderr
+    assert b"CLI_TEST_SECRET" in k(home, "secret", "ls").stdout
+    p = k(home, "run", "--secret", "CLI_TEST_SECRET", "--", "sh", "-c", "echo v=$CLI_TEST_SECRET",
+          cwd=workdir(home, {}))
+    assert p.returncode == 0 and b"v=" in p.stdout and value.encode() not in p.stdout
+    assert k(home, "secret", "rm", "CLI_TEST_SECRET").returncode == 0
+    assert b"CLI_TEST_SECRET" not in k(home, "secret", "ls").stdout
+    t = json.loads(k(home, "token", "ls", "--json").stdout)["tokens"]
+    assert any(x["kind"] == "admin" and x["name"] == "kiln up" for x in t)
