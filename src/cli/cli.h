@@ -116,3 +116,6 @@ int cli_download_artifacts(Api *api, int64_t job, json_t *jobj, const char *dir)
  * state directory; with start, starts a private one when none answers.
  * Returns its URL and admin token. */
 int up_find(bool start, char **ret_url, char **ret_token);
+/* The /metrics base URL of the worker of the `kiln up` at server_url, when
+ * that is the one on this machine. */
+int up_worker_metrics(const char *server_url, char **ret);

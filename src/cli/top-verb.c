@@ -20,6 +20,7 @@ typedef struct TopData {
         double oldest_age;
         json_t *workers; /* the API's list */
         json_t *running; /* [{job, task, name, worker, started}] */
+        json_t *pool_ready; /* image → warm sandboxes ready, of the local kiln up's worker */
         char error[256];
 } TopData;
 
@@ -60,7 +61,34 @@ static double metric_sum(const char *text, const char *name) {
         return sum;
 }
 
+/* kiln_worker_pool_ready{image="NAME"} V lines into {NAME: V}. */
+static json_t *pool_ready_parse(const char *text) {
+        static const char name[] = "kiln_worker_pool_ready{image=\"";
+        json_t *o = json_object();
+        for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+                if (!strneq(l, name, sizeof name - 1))
+                        continue;
+                const char *img = l + sizeof name - 1, *q = strchr(img, '"');
+                if (!q || q - img > 128 || q[1] != '}' || q[2] != ' ')
+                        continue;
+                char key[129];
+                snprintf(key, sizeof key, "%.*s", (int) (q - img), img);
+                json_object_set_new(o, key, json_integer((json_int_t) strtod(q + 3, NULL)));
+        }
+        return o;
+}
+
+static void top_fetch_pool(Api *worker_api, TopData *d) {
+        MetricsSink m = {};
+        long status = 0;
+        if (worker_api && api_stream(worker_api, "/metrics", metrics_collect, NULL, &m, &status) >= 0 &&
+            status == 200 && m.buf)
+                d->pool_ready = pool_ready_parse(m.buf);
+        free(m.buf);
+}
+
 static void top_data_done(TopData *d) {
+        json_decref(d->pool_ready);
         json_decref(d->workers);
         json_decref(d->running);
         *d = (TopData) {};
@@ -154,7 +182,7 @@ static void top_draw(Api *api, TopData *d, bool colour) {
                 mvprintw(row++, 0, "error: %s", d->error);
         row++;
         attron(A_REVERSE);
-        mvprintw(row++, 0, "%-4s %-20s %-8s %-9s %-20s", "ID", "WORKER", "STATE", "SLOTS", "POOL");
+        mvprintw(row++, 0, "%-4s %-20s %-8s %-9s %-24s", "ID", "WORKER", "STATE", "SLOTS", "POOL (ready/target)");
         attroff(A_REVERSE);
         json_array_foreach(d->workers, i, w) {
                 if (row >= LINES - 4)
@@ -172,9 +200,15 @@ static void top_draw(Api *api, TopData *d, bool colour) {
                        json_integer_value(json_object_get(w, "running")), json_integer_value(json_object_get(w, "slots")));
                 const char *img;
                 json_t *n;
+                const char *wname = json_string_value(json_object_get(w, "name"));
+                bool local = d->pool_ready && wname && streq(wname, "local");
                 json_object_foreach(json_object_get(json_object_get(w, "info"), "images"), img, n) {
                         put_safe(img, 20);
-                        printw(":%" JSON_INTEGER_FORMAT " ", json_integer_value(n));
+                        if (local)
+                                printw(" %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " warm  ",
+                                       json_integer_value(json_object_get(d->pool_ready, img)), json_integer_value(n));
+                        else
+                                printw(" target %" JSON_INTEGER_FORMAT "  ", json_integer_value(n));
                 }
                 row++;
         }
@@ -219,7 +253,8 @@ int verb_top(int argc, char **argv) {
                 { "token", required_argument, NULL, ARG_TOKEN },
                 {},
         };
-        _cleanup_(api_freep) Api *api = NULL;
+        _cleanup_(api_freep) Api *api = NULL, *worker_api = NULL;
+        _cleanup_free_ char *murl = NULL;
         ApiOptions ao = {};
         int c;
 
@@ -241,6 +276,10 @@ int verb_top(int argc, char **argv) {
         }
         if (api_open(&ao, &api) < 0)
                 return 1;
+        if (up_worker_metrics(api_server(api), &murl) >= 0) {
+                ApiOptions wo = { .server = murl, .token = "-" };
+                (void) api_open(&wo, &worker_api);
+        }
         bool colour = cli_colour(stdout);
         if (!initscr()) {
                 log_error("Failed to initialise the terminal.");
@@ -260,6 +299,7 @@ int verb_top(int argc, char **argv) {
         for (;;) {
                 TopData d = {};
                 int r = top_fetch(api, &d);
+                top_fetch_pool(worker_api, &d);
                 if (r < 0 && !d.error[0])
                         snprintf(d.error, sizeof d.error, "cannot reach %s", api_server(api));
                 top_draw(api, &d, colour);

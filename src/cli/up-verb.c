@@ -10,7 +10,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -222,6 +225,19 @@ static bool up_busy(Server *srv) {
         return false;
 }
 
+/* A free loopback port for the worker's /metrics (kiln top shows its pool
+ * fill); 0 when none could be had. The port is free when asked: the worker
+ * binds it moments later. */
+static int free_port(void) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof sa;
+        _cleanup_close_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0 ||
+            getsockname(fd, (struct sockaddr *) &sa, &len) < 0)
+                return 0;
+        return ntohs(sa.sin_port);
+}
+
 static int up_lock(int dirfd, int *ret_fd) {
         _cleanup_close_ int fd = openat(dirfd, UP_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
@@ -235,6 +251,7 @@ static int up_lock(int dirfd, int *ret_fd) {
 static int up_serve(UpOpts *o, int dirfd) {
         Server srv = { .data_fd = -EBADF, .listen_fd = -EBADF };
         _cleanup_free_ char *server_dir = NULL, *worker_dir = NULL, *token = NULL, *url = NULL, *info = NULL;
+        char metrics[64] = "";
         WorkerThread wt = {};
         WorkerImage img = { .name = "host", .path = "host", .warm = o->pool };
         pthread_t th;
@@ -256,9 +273,13 @@ static int up_serve(UpOpts *o, int dirfd) {
                 log_error_errno(r, "Failed to set up the admin token in '%s': %m", o->state);
                 goto finish;
         }
+        int mport = free_port();
+        if (mport > 0)
+                snprintf(metrics, sizeof metrics, "127.0.0.1:%d", mport);
         if (asprintf(&url, "http://%.*s:%d", (int) (strrchr(o->listen, ':') - o->listen), o->listen,
                      http_bound_port(&srv)) < 0 ||
-            asprintf(&info, "{\"url\": \"%s\", \"pid\": %d}\n", url, (int) getpid()) < 0) {
+            asprintf(&info, "{\"url\": \"%s\", \"pid\": %d, \"worker_metrics\": \"%s%s\"}\n", url,
+                     (int) getpid(), metrics[0] ? "http://" : "", metrics) < 0) {
                 r = -ENOMEM;
                 goto finish;
         }
@@ -281,6 +302,7 @@ static int up_serve(UpOpts *o, int dirfd) {
                 goto finish;
         }
         wt.cfg.stop_fd = efd;
+        wt.cfg.metrics_listen = metrics[0] ? metrics : NULL;
         r = mkdir_p(worker_dir, 0700);
         if (r < 0) {
                 log_error_errno(r, "Failed to create '%s': %m", worker_dir);
@@ -481,6 +503,25 @@ static int up_spawn(const char *state) {
                 if (errno != EINTR)
                         return -errno;
         return 0;
+}
+
+int up_worker_metrics(const char *server_url, char **ret) {
+        _cleanup_free_ char *state = NULL, *text = NULL;
+        if (cli_state_dir(&state) < 0)
+                return -ENOENT;
+        _cleanup_close_ int dirfd = open(state, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd < 0 || read_small_fileat(dirfd, UP_FILE, &text) < 0)
+                return -ENOENT;
+        json_t *j = json_loads(text, 0, NULL);
+        const char *url = json_string_value(json_object_get(j, "url"));
+        const char *m = json_string_value(json_object_get(j, "worker_metrics"));
+        int r = -ENOENT;
+        if (url && m && *m && streq(url, server_url)) {
+                *ret = strdup(m);
+                r = *ret ? 0 : -ENOMEM;
+        }
+        json_decref(j);
+        return r;
 }
 
 int up_find(bool start, char **ret_url, char **ret_token) {

@@ -323,6 +323,7 @@ def test_top_renders_live_and_quits(home):
     pid, fd = spawn_pty(home, ["top"])
     screen = read_until(fd, b"QUEUE")
     screen = read_until(fd, b"local", buf=screen)
+    screen = read_until(fd, b"/1 warm", buf=screen)  # the local worker's pool fill: ready/target
     screen = read_until(fd, b"running", buf=screen)  # the job's task, live
     assert str(job).encode() in screen
     # It goes on updating: the task ends and leaves the running list.
