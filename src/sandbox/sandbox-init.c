@@ -113,6 +113,19 @@ ssize_t msg_recv(int fd, void *buf, size_t size, int *fds, size_t *n_fds) {
         return n;
 }
 
+/* The raw system calls, not glibc's wrappers: in a process cloned from a
+ * multi-threaded one, glibc still believes in the parent's threads and its
+ * setxid broadcast takes locks that another thread may have held at the
+ * moment of the clone (thread creation holds them: kiln up's server starts a
+ * thread per connection), which deadlocks PID 1 for good. Only this thread
+ * exists here, so nothing needs broadcasting. */
+static int raw_set_ids(uid_t uid, gid_t gid) {
+        if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, gid, gid, gid) < 0 ||
+            syscall(SYS_setresuid, uid, uid, uid) < 0)
+                return -1;
+        return 0;
+}
+
 /* PID 1 is cloned from a process whose other threads may hold malloc's locks
  * at that moment (kiln up runs a server in the same process): it must never
  * allocate, so its buffers are static. */
@@ -254,8 +267,7 @@ static int spawn_child(void *arg) {
                 goto fail;
         if (chdir(s->cwd[0] ? s->cwd : "/") < 0)
                 goto fail;
-        if ((h->uid != 0 || h->gid != 0) && (setgroups(0, NULL) < 0 || setresgid(h->gid, h->gid, h->gid) < 0 ||
-                                              setresuid(h->uid, h->uid, h->uid) < 0))
+        if ((h->uid != 0 || h->gid != 0) && raw_set_ids(h->uid, h->gid) < 0)
                 goto fail;
         r = exec_search(s->argv, s->env);
         s->error = -r;
@@ -397,7 +409,7 @@ _noreturn_ static void init_loop(const InitArgs *a) {
 static int enter_userns(const InitArgs *a) {
         if (setns(a->userns_fd, CLONE_NEWUSER) < 0)
                 return log_error_errno(errno, "Failed to enter the sandbox's user namespace: %m");
-        if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        if (raw_set_ids(0, 0) < 0)
                 return log_error_errno(errno, "Failed to become root in the sandbox: %m");
         return 0;
 }
