@@ -35,17 +35,21 @@ def home():
     os.makedirs(env["KILN_SANDBOX_DIR"])
     yield {"dir": d, "env": env, "state": os.path.join(d, "state", "kiln")}
     up = os.path.join(d, "state", "kiln", "up.json")
+    stopped = True
     if os.path.exists(up):
         pid = json.load(open(up))["pid"]
+        stopped = False
         try:
             os.kill(pid, signal.SIGTERM)
             for _ in range(300):
                 os.kill(pid, 0)
                 time.sleep(0.05)
+            os.kill(pid, signal.SIGKILL)  # it did not stop: fail below, leave nothing
         except ProcessLookupError:
-            pass
+            stopped = True
     left = sandbox_leftovers(env["KILN_SANDBOX_DIR"])
     shutil.rmtree(d, ignore_errors=True)
+    assert stopped, "kiln up did not stop within 15 s of SIGTERM"
     assert left == [], "sandboxes left behind: %r" % left
 
 
