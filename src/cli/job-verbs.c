@@ -165,8 +165,17 @@ static int get_job(Api *api, int64_t id, json_t **ret) {
         return api_call(api, "GET", path, NULL, ret);
 }
 
-static bool to_stdout(const char *p, size_t n, void *userdata _unused_) {
-        return loop_write(STDOUT_FILENO, p, n) >= 0;
+/* The body of a 200 goes to stdout; an error's body is not log. */
+static bool to_stdout(const char *p, size_t n, void *userdata) {
+        return !*(bool *) userdata || loop_write(STDOUT_FILENO, p, n) >= 0;
+}
+
+static bool status_ok(const char *p, size_t n, void *userdata) {
+        if (n > 12 && strneq(p, "HTTP/", 5)) {
+                const char *sp = memchr(p, ' ', n);
+                *(bool *) userdata = sp && (size_t) (sp - p) + 4 <= n && strneq(sp + 1, "200", 3);
+        }
+        return true;
 }
 
 int verb_logs(int argc, char **argv) {
@@ -215,7 +224,8 @@ int verb_logs(int argc, char **argv) {
                         continue;
                 snprintf(path, sizeof path, "/api/v1/tasks/%" JSON_INTEGER_FORMAT "/log%s%.0u",
                          json_integer_value(json_object_get(t, "id")), c.attempt ? "?attempt=" : "", c.attempt);
-                r = api_stream(api, path, to_stdout, NULL, NULL, &status);
+                bool ok = false;
+                r = api_stream(api, path, to_stdout, status_ok, &ok, &status);
                 if (r < 0)
                         break;
                 if (status != 200) {

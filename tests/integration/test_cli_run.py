@@ -262,6 +262,8 @@ def test_detach_logs_ps_workers_json(home):
     assert f.returncode == 0 and b"hello-from-detached" in f.stdout
     assert b"hello-from-detached" in k(home, "logs", job).stdout
     assert b"hello-from-detached" in k(home, "logs", "%d/default" % job).stdout
+    missing = k(home, "logs", "--attempt", "9", job)
+    assert missing.returncode == 1 and missing.stdout == b"" and b"No log" in missing.stderr
     ps = json.loads(k(home, "ps", "--json", "--state", "succeeded").stdout)
     assert job in [j["id"] for j in ps["jobs"]]
     table = k(home, "ps").stdout.decode()
