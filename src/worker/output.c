@@ -35,9 +35,11 @@ struct Output {
         pthread_t thread;
         bool started;
         pthread_mutex_t lock;
-        Masker *masker;
+        Masker *masker;     /* the steps' stdout (and the worker's own words) */
+        Masker *err_masker; /* the steps' stderr: a stream of its own */
         LogShip *ship;
         int log_r, log_w;
+        int err_r, err_w;
         int stop_fd; /* eventfd: give up waiting for writers */
         Service services[OUTPUT_SERVICES_MAX];
         size_t n_services;
@@ -61,16 +63,48 @@ static void ring_append(Ring *r, const uint8_t *p, size_t n) {
         }
 }
 
-static void log_bytes(Output *o, const void *p, size_t n) {
+/* stdout's masked bytes go to the log as they are; stderr's are framed:
+ * ESC "]kiln;err;" N BEL, then the N bytes (docs/api.md). */
+static void ship_masked(Output *o, bool err) {
+        int r = 0;
+
+        if (!err)
+                r = o->out.len > 0 ? logship_append(o->ship, o->out.data, o->out.len) : 0;
+        for (size_t at = 0; err && r >= 0 && at < o->out.len;) {
+                size_t n = MIN(o->out.len - at, (size_t) OUTPUT_FRAME_MAX);
+                char head[48];
+                int k = snprintf(head, sizeof head, "\033]kiln;err;%zu\007", n);
+                r = logship_append(o->ship, head, (size_t) k);
+                if (r >= 0)
+                        r = logship_append(o->ship, o->out.data + at, n);
+                at += n;
+        }
+        if (r < 0)
+                log_warning_errno(r, "Failed to spool log bytes: %m");
+}
+
+static void log_bytes(Output *o, bool err, const void *p, size_t n) {
         buf_clear(&o->out);
-        int r = masker_feed(o->masker, p, n, &o->out);
+        int r = masker_feed(err ? o->err_masker : o->masker, p, n, &o->out);
         if (r < 0) {
                 log_warning_errno(r, "Failed to mask output: %m");
                 return; /* never pass unmasked bytes on */
         }
-        r = logship_append(o->ship, o->out.data, o->out.len);
-        if (r < 0)
-                log_warning_errno(r, "Failed to spool log bytes: %m");
+        ship_masked(o, err);
+}
+
+/* Reads what one of the step pipes holds: false at its end. */
+static bool read_step_pipe(Output *o, bool err, uint8_t *buf) {
+        int *fd = err ? &o->err_r : &o->log_r;
+        ssize_t k = read(*fd, buf, READ_SIZE);
+        if (k > 0) {
+                log_bytes(o, err, buf, (size_t) k);
+                return true;
+        }
+        if (k < 0 && (errno == EINTR || errno == EAGAIN))
+                return true;
+        *fd = safe_close(*fd); /* every writer is gone */
+        return false;
 }
 
 static void service_bytes(Output *o, Service *s, const void *p, size_t n) {
@@ -85,11 +119,16 @@ static void service_bytes(Output *o, Service *s, const void *p, size_t n) {
 static void *output_thread(void *arg) {
         Output *o = arg;
         _cleanup_free_ uint8_t *buf = malloc(READ_SIZE);
-        struct pollfd p[OUTPUT_SERVICES_MAX + 2];
+        struct pollfd p[OUTPUT_SERVICES_MAX + 3];
 
-        while (buf && o->log_r >= 0) {
+        /* Both step pipes are read until every writer of each is gone. When
+         * both have bytes, stdout's go first: a step that writes to one and
+         * then the other mostly finds this thread waiting in between, so the
+         * order in the log is the order of the writes. */
+        while (buf && (o->log_r >= 0 || o->err_r >= 0)) {
                 size_t n = 0;
                 p[n++] = (struct pollfd) { .fd = o->log_r, .events = POLLIN };
+                p[n++] = (struct pollfd) { .fd = o->err_r, .events = POLLIN };
                 p[n++] = (struct pollfd) { .fd = o->stop_fd, .events = POLLIN };
                 for (size_t i = 0; i < o->n_services; i++)
                         p[n++] = (struct pollfd) { .fd = o->services[i].rfd, .events = POLLIN };
@@ -98,19 +137,18 @@ static void *output_thread(void *arg) {
                                 continue;
                         break;
                 }
-                if (p[0].revents) {
-                        ssize_t k = read(o->log_r, buf, READ_SIZE);
-                        if (k > 0)
-                                log_bytes(o, buf, (size_t) k);
-                        else if (k == 0 || (errno != EINTR && errno != EAGAIN))
-                                break; /* every writer is gone */
-                        continue; /* the log pipe first: drain it before stopping */
-                }
+                bool step_bytes = false;
+                if (p[0].revents)
+                        step_bytes |= read_step_pipe(o, false, buf);
                 if (p[1].revents)
+                        step_bytes |= read_step_pipe(o, true, buf);
+                if (step_bytes)
+                        continue; /* the step pipes first: drain them before stopping */
+                if (p[2].revents)
                         break;
                 for (size_t i = 0; i < o->n_services; i++) {
                         Service *s = &o->services[i];
-                        if (s->rfd < 0 || !p[i + 2].revents)
+                        if (s->rfd < 0 || !p[i + 3].revents)
                                 continue;
                         ssize_t k = read(s->rfd, buf, READ_SIZE);
                         if (k > 0)
@@ -118,12 +156,15 @@ static void *output_thread(void *arg) {
                         else if (k == 0 || (errno != EINTR && errno != EAGAIN))
                                 s->rfd = safe_close(s->rfd);
                 }
-                /* A closed service pipe leaves an fd of -1 in the array, which
-                 * poll() ignores. */
+                /* A closed pipe leaves an fd of -1 in the array, which poll()
+                 * ignores. */
         }
         buf_clear(&o->out);
         if (masker_flush(o->masker, &o->out) >= 0)
-                (void) logship_append(o->ship, o->out.data, o->out.len);
+                ship_masked(o, false);
+        buf_clear(&o->out);
+        if (masker_flush(o->err_masker, &o->out) >= 0)
+                ship_masked(o, true);
         return NULL;
 }
 
@@ -140,7 +181,7 @@ int output_new(Masker *m, char *const *secrets, LogShip *ship, size_t n_services
         o->masker = m;
         o->ship = ship;
         o->out = BUF_INIT(0);
-        o->log_r = o->log_w = o->stop_fd = -EBADF;
+        o->log_r = o->log_w = o->err_r = o->err_w = o->stop_fd = -EBADF;
         for (size_t i = 0; i < OUTPUT_SERVICES_MAX; i++)
                 o->services[i].rfd = o->services[i].wfd = -EBADF;
         if (pipe2(p, O_CLOEXEC) < 0)
@@ -148,6 +189,14 @@ int output_new(Masker *m, char *const *secrets, LogShip *ship, size_t n_services
         o->log_r = p[0];
         o->log_w = p[1];
         (void) fcntl(o->log_r, F_SETPIPE_SZ, 1 << 20);
+        if (pipe2(p, O_CLOEXEC) < 0)
+                goto fail_errno;
+        o->err_r = p[0];
+        o->err_w = p[1];
+        (void) fcntl(o->err_r, F_SETPIPE_SZ, 1 << 20);
+        r = masker_new(secrets, &o->err_masker);
+        if (r < 0)
+                goto fail;
         o->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (o->stop_fd < 0)
                 goto fail_errno;
@@ -182,6 +231,9 @@ Output *output_free(Output *o) {
                 output_finish(o, 0);
         safe_close(o->log_r);
         safe_close(o->log_w);
+        safe_close(o->err_r);
+        safe_close(o->err_w);
+        masker_free(o->err_masker);
         safe_close(o->stop_fd);
         for (size_t i = 0; i < o->n_services; i++) {
                 safe_close(o->services[i].rfd);
@@ -196,6 +248,10 @@ Output *output_free(Output *o) {
 
 int output_log_fd(Output *o) {
         return o->log_w;
+}
+
+int output_err_fd(Output *o) {
+        return o->err_w;
 }
 
 int output_service_fd(Output *o, size_t i) {
@@ -239,6 +295,7 @@ int output_service_tail(Output *o, size_t i, char **ret, size_t *ret_size) {
 
 void output_finish(Output *o, uint64_t grace_usec) {
         o->log_w = safe_close(o->log_w);
+        o->err_w = safe_close(o->err_w);
         for (size_t i = 0; i < o->n_services; i++)
                 o->services[i].wfd = safe_close(o->services[i].wfd);
         if (!o->started)

@@ -484,9 +484,8 @@ static bool step_run(Run *r, size_t i, json_t *step, bool *warning) {
         uint64_t deadline = r->deadline;
         if (jobspec_parse_duration(json_object_get(step, "timeout"), &timeout) >= 0 && timeout > 0)
                 deadline = MIN(deadline, now_usec(CLOCK_MONOTONIC) + timeout);
-        int fd = output_log_fd(r->out);
-        SandboxExec e = { .argv = argv, .env = env, .cwd = WORKSPACE_DIR,
-                          .stdin_fd = -EBADF, .stdout_fd = fd, .stderr_fd = fd };
+        SandboxExec e = { .argv = argv, .env = env, .cwd = WORKSPACE_DIR, .stdin_fd = -EBADF,
+                          .stdout_fd = output_log_fd(r->out), .stderr_fd = output_err_fd(r->out) };
         uint64_t oom_before = 0, oom_after = 0;
         bool have_oom = oom_kills(sandbox_init_pid(r->sandbox), &oom_before) >= 0;
         k = sandbox_spawn(r->sandbox, &e, &id);

@@ -122,13 +122,19 @@ def test_command_exit_status_and_worker_messages_on_stderr(home):
     assert "exit status 3" in p.stderr.decode()
 
 
-@pytest.mark.xfail(strict=True, reason="the worker ships one merged stream per attempt (docs/cli.md)")
 def test_stdout_and_stderr_kept_apart(home):
     d = workdir(home, {})
     p = k(home, "run", "-q", "--", "sh", "-c", "echo out; echo err >&2; exit 3", cwd=d)
     assert p.returncode == 3
     assert p.stdout == b"out\n"
     assert p.stderr.decode().startswith("err\n")
+    # Interleaved writes keep their order within each stream; binary bytes
+    # on stderr pass intact.
+    p = k(home, "run", "-q", "--", "sh", "-c",
+          "echo a; echo b >&2; sleep 0.2; echo c; printf '\\001\\377\\n' >&2", cwd=d)
+    assert p.returncode == 0
+    assert p.stdout == b"a\nc\n"
+    assert p.stderr.startswith(b"b\n\x01\xff\n"), p.stderr
 
 
 def test_unchanged_directory_is_uploaded_once(home):

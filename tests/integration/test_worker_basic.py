@@ -11,8 +11,8 @@ import pytest
 
 from conftest import have_root
 from kilnapi import Server, submit, wait_for
-from workerlib import (WorkerProc, artifact_files, artifacts, make_tar, task, task_log, upload_blob,
-                       wait_job, wait_task_state)
+from workerlib import (WorkerProc, err_frame, artifact_files, artifacts, make_tar, split_streams, task, task_log,
+                       upload_blob, wait_job, wait_task_state)
 
 pytestmark = pytest.mark.skipif(not have_root(), reason="needs root (sandboxes: namespaces, cgroups, mounts)")
 
@@ -54,12 +54,13 @@ def test_statuses_logs_and_artifacts(env):
     for t in j["tasks"]:
         code = t["env"]["CODE"]
         log = task_log(srv, t["id"])
-        assert log.startswith(("out %s\nerr %s\n" % (code, code)).encode()), log
+        assert log.startswith(("out %s\n" % code).encode() + err_frame(("err %s\n" % code).encode())), log
         assert t["exit_code"] == int(code)
         files = artifact_files(srv, arts[t["id"]]["id"])
         assert files == {"out/result.txt": ("artifact %s" % code).encode()}, files
     logs = {t["env"]["CODE"]: task_log(srv, t["id"]) for t in j["tasks"]}
-    assert logs["0"] == b"out 0\nerr 0\n"
+    assert logs["0"] == b"out 0\n" + err_frame(b"err 0\n")
+    assert split_streams(logs["0"]) == (b"out 0\n", b"err 0\n")
     assert b"exited with status 1" in logs["1"]
 
 
@@ -74,6 +75,17 @@ def test_binary_output_and_long_line(env):
     assert t["state"] == "succeeded", w.log()
     log = task_log(srv, t["id"])
     assert log == b"x" * 5000000 + bytes(range(256))
+
+
+def test_large_stderr_in_frames(env):
+    srv, w = env
+    # More than one frame's worth of stderr, stdout on either side.
+    script = "echo before; head -c 300000 /dev/zero | tr '\\0' e >&2; echo after"
+    j = wait_job(srv, submit(srv, {"name": "stderr", "steps": [{"run": script}]})["id"])
+    t = j["tasks"][0]
+    assert t["state"] == "succeeded", w.log()
+    out, err = split_streams(task_log(srv, t["id"]))
+    assert out == b"before\nafter\n" and err == b"e" * 300000, (out[:100], len(err))
 
 
 def test_workspace_and_env(env):
@@ -186,6 +198,9 @@ def test_secrets_are_masked_in_every_form(env):
         "python3 -c 'import os,urllib.parse; print(urllib.parse.quote(os.environ[\"TOKEN\"], safe=\"\"))'",
         "python3 -c 'import os,json; print(json.dumps({\"t\": os.environ[\"TOKEN\"]}))'",
         "printf 'split: %s' '" + SECRET[:half] + "'; sleep 0.5; printf '%s\\n' '" + SECRET[half:] + "'",
+        # Split on stderr, with stdout written in between.
+        "printf 'e-split: %s' '" + SECRET[:half] + "' >&2; sleep 0.3; echo between; sleep 0.3; "
+        "printf '%s\\n' '" + SECRET[half:] + "' >&2",
     ])
     spec = {"name": "secrets", "secrets": ["TOKEN"], "steps": [{"run": script}]}
     j = wait_job(srv, submit(srv, spec)["id"], timeout=60)
@@ -200,6 +215,10 @@ def test_secrets_are_masked_in_every_form(env):
         assert f.encode() not in log, (f, log)
     assert log.count(b"***") >= 7, log
     assert b"raw: ***" in log and b"split: ***" in log, log
+    out, err = split_streams(log)
+    for f in forms:
+        assert f.encode() not in out and f.encode() not in err, (f, out, err)
+    assert err == b"e-split: ***\n" and out.endswith(b"split: ***\nbetween\n"), (out, err)
 
 
 def test_metrics(env):

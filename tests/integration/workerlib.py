@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import tarfile
@@ -140,6 +141,28 @@ def task_log(srv, tid, attempt=None):
     r = srv.client().get("/api/v1/tasks/%d/log%s" % (tid, q))
     assert r.status == 200, r
     return r.body
+
+
+ERR_FRAME = re.compile(rb"\x1b\]kiln;err;(\d+)\x07")
+
+
+def split_streams(log):
+    """A stored log's stdout and stderr: stderr's bytes come in frames
+    (ESC ]kiln;err;N BEL, then N bytes; docs/api.md)."""
+    out, err, pos = b"", b"", 0
+    while True:
+        m = ERR_FRAME.search(log, pos)
+        if not m:
+            return out + log[pos:], err
+        n = int(m.group(1))
+        out += log[pos:m.start()]
+        err += log[m.end():m.end() + n]
+        assert m.end() + n <= len(log), "a frame runs past the end of the log"
+        pos = m.end() + n
+
+
+def err_frame(b):
+    return b"\x1b]kiln;err;%d\x07" % len(b) + b
 
 
 def artifacts(srv, jid):
