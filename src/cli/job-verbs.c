@@ -18,6 +18,7 @@ typedef struct Common {
         ApiOptions api;
         bool json;
         bool follow;
+        bool raw;
         const char *output;
         const char *state;
         unsigned limit;
@@ -28,7 +29,7 @@ typedef struct Common {
 
 /* Options every verb here takes, plus the ones named in extra ("fosna"). */
 static int common_parse(int argc, char **argv, const char *usage, const char *extra, Common *c) {
-        enum { ARG_SERVER = 0x100, ARG_TOKEN, ARG_JSON, ARG_STATE, ARG_ATTEMPT };
+        enum { ARG_SERVER = 0x100, ARG_TOKEN, ARG_JSON, ARG_STATE, ARG_ATTEMPT, ARG_RAW };
         static const struct option opts[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "server", required_argument, NULL, ARG_SERVER },
@@ -39,6 +40,7 @@ static int common_parse(int argc, char **argv, const char *usage, const char *ex
                 { "state", required_argument, NULL, ARG_STATE },
                 { "limit", required_argument, NULL, 'n' },
                 { "attempt", required_argument, NULL, ARG_ATTEMPT },
+                { "raw", no_argument, NULL, ARG_RAW },
                 {},
         };
         int ch;
@@ -46,7 +48,11 @@ static int common_parse(int argc, char **argv, const char *usage, const char *ex
         *c = (Common) { .limit = 20 };
         optind = 0;
         while ((ch = getopt_long(argc, argv, "hfo:n:", opts, NULL)) >= 0) {
-                char key = ch == ARG_STATE ? 's' : ch == ARG_ATTEMPT ? 'a' : ch == ARG_JSON ? 'j' : (char) ch;
+                char key = ch == ARG_STATE     ? 's'
+                           : ch == ARG_ATTEMPT ? 'a'
+                           : ch == ARG_JSON    ? 'j'
+                           : ch == ARG_RAW     ? 'r'
+                                               : (char) ch;
                 if (ch != 'h' && ch != ARG_SERVER && ch != ARG_TOKEN && ch != '?' && !strchr(extra, key)) {
                         log_error("%s: unknown option. See 'kiln %s --help'.", argv[optind - 1], argv[0]);
                         return -EINVAL;
@@ -57,6 +63,7 @@ static int common_parse(int argc, char **argv, const char *usage, const char *ex
                 case ARG_TOKEN: c->api.token = optarg; break;
                 case ARG_JSON: c->json = true; break;
                 case 'f': c->follow = true; break;
+                case ARG_RAW: c->raw = true; break;
                 case 'o': c->output = optarg; break;
                 case ARG_STATE: c->state = optarg; break;
                 case 'n':
@@ -154,10 +161,12 @@ int verb_ps(int argc, char **argv) {
 /* ---- logs ---- */
 
 static const char logs_usage[] =
-        "Usage: kiln logs [-f] [--attempt N] JOB[/TASK]\n\n"
-        "Prints the log of each task of a job (or of one task, by name or id).\n\n"
+        "Usage: kiln logs [-f] [--attempt N] [--raw] JOB[/TASK]\n\n"
+        "Prints the log of each task of a job (or of one task, by name or id): the\n"
+        "steps' stdout to stdout, their stderr and the worker's lines to stderr.\n\n"
         "  -f, --follow   keep printing as the job runs; exit with its status\n"
-        "  --attempt N    that attempt instead of the latest\n";
+        "  --attempt N    that attempt instead of the latest\n"
+        "  --raw          the log as stored, all to stdout (stderr in frames)\n";
 
 static int get_job(Api *api, int64_t id, json_t **ret) {
         char path[64];
@@ -185,7 +194,7 @@ int verb_logs(int argc, char **argv) {
         int64_t id;
         size_t i;
         Common c;
-        int r = common_parse(argc, argv, logs_usage, "fa", &c);
+        int r = common_parse(argc, argv, logs_usage, "far", &c);
         if (r != 0)
                 return exit_of(r);
         if (c.n_rest != 1) {
@@ -225,7 +234,8 @@ int verb_logs(int argc, char **argv) {
                 snprintf(path, sizeof path, "/api/v1/tasks/%" JSON_INTEGER_FORMAT "/log%s%.0u",
                          json_integer_value(json_object_get(t, "id")), c.attempt ? "?attempt=" : "", c.attempt);
                 bool ok = false;
-                r = api_stream(api, path, to_stdout, status_ok, &ok, &status);
+                r = c.raw ? api_stream(api, path, to_stdout, status_ok, &ok, &status)
+                          : follow_print_log(api, path, &status);
                 if (r < 0)
                         break;
                 if (status != 200) {

@@ -169,6 +169,13 @@ static bool on_header(const char *p, size_t n, void *userdata) {
         return true;
 }
 
+int follow_print_log(Api *api, const char *path, long *ret_status) {
+        LogSink sink = {};
+        int r = api_stream(api, path, on_log, on_header, &sink, ret_status);
+        sink_end(&sink);
+        return r;
+}
+
 /* A Ctrl-C arrived: the first cancels, the next detaches. Returns true to
  * stop following. */
 static bool follow_sigint(Api *api, int64_t job, FollowOpts *o) {

@@ -28,5 +28,10 @@ typedef struct FollowOpts {
  * detach) or -errno; *ret_job (may be NULL) gets the final job. */
 int follow_job(Api *api, json_t *job, FollowOpts *o, json_t **ret_job);
 
+/* One log (an API path) printed as a follower does: the steps' stdout to
+ * stdout, their stderr and the worker's lines to stderr. Returns -errno or
+ * 0 with the HTTP status in *ret_status. */
+int follow_print_log(Api *api, const char *path, long *ret_status);
+
 /* The summary line of a task, to f. */
 void follow_print_task_line(FILE *f, json_t *task, bool colour, int name_width);

@@ -135,6 +135,14 @@ def test_stdout_and_stderr_kept_apart(home):
     assert p.returncode == 0
     assert p.stdout == b"a\nc\n"
     assert p.stderr.startswith(b"b\n\x01\xff\n"), p.stderr
+    # kiln logs keeps them apart too; --raw shows the stored frames.
+    p = k(home, "run", "--detach", "--", "sh", "-c", "echo o1; echo e1 >&2", cwd=d)
+    job = int(p.stdout.decode().strip())
+    assert k(home, "logs", "-f", job).returncode == 0
+    p = k(home, "logs", job)
+    assert p.returncode == 0 and p.stdout == b"o1\n" and p.stderr == b"e1\n", (p.stdout, p.stderr)
+    p = k(home, "logs", "--raw", job)
+    assert p.stdout == b"o1\n\x1b]kiln;err;3\x07e1\n", p.stdout
 
 
 def test_unchanged_directory_is_uploaded_once(home):
