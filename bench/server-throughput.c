@@ -99,7 +99,8 @@ static void *store_worker(void *p) {
                 int r = store_claim(b->store, b->workers[a->i], labels, 1, &c);
                 if (r < 0)
                         break;
-                r = store_lease_finish(b->store, c.attempt_id, c.fence, b->workers[a->i], "succeeded", 0, 0);
+                r = store_lease_finish(b->store, c.attempt_id, c.fence, b->workers[a->i],
+                                       &(StoreFinish) { .state = "succeeded" });
                 store_claim_done(&c);
                 if (r < 0) {
                         fprintf(stderr, "finish failed: %s\n", strerror(-r));

@@ -297,6 +297,10 @@ void follow_print_task_line(FILE *f, json_t *task, bool colour, int name_width) 
         json_t *ec = json_object_get(task, "exit_code");
         if (state && IN_SET_STR(state, "failed") && json_is_integer(ec))
                 fprintf(f, " (exit status %" JSON_INTEGER_FORMAT ")", json_integer_value(ec));
+        json_t *attempts = json_object_get(task, "attempts");
+        json_t *last = json_array_get(attempts, json_array_size(attempts) - 1);
+        if (json_is_true(json_object_get(last, "log_truncated")))
+                fprintf(f, ", log cut at the worker's cap");
         fputc('\n', f);
 }
 

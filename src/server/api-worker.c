@@ -265,11 +265,15 @@ int api_heartbeat(Request *r) {
         return http_json(r, 200, json_pack("{s:f, s:b}", "expires_in", ttl, "cancel", cancel));
 }
 
-static int parse_finish(Request *r, json_t *body, const char **ret_state, int *ret_exit,
-                        int64_t *ret_log_size) {
-        static const char *const keys[] = { "fence", "state", "exit_code", "log_size", NULL };
+#define FINISH_REASON_MAX 1024
+
+/* The body's strings stay valid while body lives. */
+static int parse_finish(Request *r, json_t *body, StoreFinish *f, int64_t *ret_log_size) {
+        static const char *const keys[] = { "fence", "state", "exit_code", "log_size", "reason", "log_truncated",
+                                            NULL };
         json_t *st = json_object_get(body, "state"), *ec = json_object_get(body, "exit_code");
-        json_t *ls = json_object_get(body, "log_size");
+        json_t *ls = json_object_get(body, "log_size"), *why = json_object_get(body, "reason");
+        json_t *cut = json_object_get(body, "log_truncated");
 
         if (http_check_keys(r, body, keys) < 0)
                 return -EINVAL;
@@ -283,8 +287,18 @@ static int parse_finish(Request *r, json_t *body, const char **ret_state, int *r
         if (ls && (!json_is_integer(ls) || json_integer_value(ls) < 0))
                 return http_error(r, 400, "invalid_field", json_pack("{s:s}", "path", "log_size"),
                                   "log_size: the number of log bytes sent");
-        *ret_state = task_state_to_string(ts);
-        *ret_exit = ec ? (int) json_integer_value(ec) : 0;
+        if (why && !json_is_null(why) &&
+            (!json_is_string(why) || json_string_length(why) > FINISH_REASON_MAX ||
+             strlen(json_string_value(why)) != json_string_length(why)))
+                return http_error(r, 400, "invalid_field", json_pack("{s:s}", "path", "reason"),
+                                  "reason: a string of at most %d bytes", FINISH_REASON_MAX);
+        if (cut && !json_is_boolean(cut))
+                return http_error(r, 400, "invalid_field", json_pack("{s:s}", "path", "log_truncated"),
+                                  "log_truncated: a boolean");
+        f->state = task_state_to_string(ts);
+        f->exit_code = ec ? (int) json_integer_value(ec) : 0;
+        f->reason = json_is_string(why) && json_string_length(why) > 0 ? json_string_value(why) : NULL;
+        f->log_truncated = json_is_true(cut);
         *ret_log_size = ls ? json_integer_value(ls) : -1;
         return 0;
 }
@@ -307,18 +321,17 @@ static int log_size_of(Server *srv, const StoreAttempt *a, uint64_t *ret) {
 
 int api_finish(Request *r) {
         StoreAttempt a;
-        const char *state = NULL;
-        json_t *body;
+        StoreFinish f = {};
+        _cleanup_(json_decrefp) json_t *body = NULL;
         int64_t fence = 0, log_size = -1;
         uint64_t have = 0;
-        int exit_code = 0, k;
+        int k;
 
         if (http_body_json(r, &body) < 0)
                 return 0;
         k = body_fence(r, body, &fence);
         if (k >= 0)
-                k = parse_finish(r, body, &state, &exit_code, &log_size);
-        json_decref(body);
+                k = parse_finish(r, body, &f, &log_size);
         if (k < 0 || r->responded)
                 return 0;
         if (api_lease_check(r, fence, &a) < 0)
@@ -330,10 +343,11 @@ int api_finish(Request *r) {
                 return http_error(r, 416, "log_incomplete", json_pack("{s:I}", "offset", (json_int_t) have),
                                   "the server holds %llu log bytes, not %lld: send the rest from offset %llu",
                                   (unsigned long long) have, (long long) log_size, (unsigned long long) have);
-        k = store_lease_finish(r->srv->store, a.id, fence, r->token.worker_id, state, exit_code, have);
+        f.log_size = have;
+        k = store_lease_finish(r->srv->store, a.id, fence, r->token.worker_id, &f);
         if (k < 0)
                 return http_errno(r, k, "finish");
         r->srv->metrics.finishes++;
-        return http_json(r, 200, json_pack("{s:I, s:s, s:I}", "lease", (json_int_t) a.id, "state", state,
+        return http_json(r, 200, json_pack("{s:I, s:s, s:I}", "lease", (json_int_t) a.id, "state", f.state,
                                            "log_size", (json_int_t) have));
 }

@@ -247,8 +247,9 @@ int store_job_submit(Store *s, json_t *spec, json_t *tasks, int64_t token_id, in
 /* ---- reads ---- */
 
 static json_t *attempt_row_json(sqlite3_stmt *st) {
-        /* id, number, worker_id, fence, state, started, finished, exit_code, log_size, reason */
-        return json_pack("{s:I, s:i, s:I, s:I, s:s, s:o, s:o, s:o, s:o, s:o}",
+        /* id, number, worker_id, fence, state, started, finished, exit_code, log_size, reason,
+         * (task_id), log_truncated */
+        return json_pack("{s:I, s:i, s:I, s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:b}",
                          "id", (json_int_t) sqlite3_column_int64(st, 0),
                          "number", sqlite3_column_int(st, 1),
                          "worker", (json_int_t) sqlite3_column_int64(st, 2),
@@ -259,7 +260,8 @@ static json_t *attempt_row_json(sqlite3_stmt *st) {
                          "exit_code", column_int_or_null(st, 7),
                          "log_size", column_int_or_null(st, 8),
                          "reason", sqlite3_column_type(st, 9) == SQLITE_NULL ? json_null()
-                                                                           : json_string(column_text(st, 9)));
+                                                                           : json_string(column_text(st, 9)),
+                         "log_truncated", sqlite3_column_int(st, 11) != 0);
 }
 
 #define TASK_COLUMNS "id, job_id, idx, name, slots, env, state, user_retries, infra_retries, cancel, exit_code"
@@ -303,7 +305,8 @@ static int attach_attempts(StoreConn *c, const char *sql, int64_t key, json_t *t
         return r < 0 ? r : 0;
 }
 
-#define ATTEMPT_COLUMNS "id, number, worker_id, fence, state, started, finished, exit_code, log_size, reason, task_id"
+#define ATTEMPT_COLUMNS \
+        "id, number, worker_id, fence, state, started, finished, exit_code, log_size, reason, task_id, log_truncated"
 
 static int job_load(StoreConn *c, int64_t id, json_t **ret) {
         sqlite3_stmt *st;

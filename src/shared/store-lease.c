@@ -305,6 +305,8 @@ typedef struct LeaseArgs {
         const char *state;
         int exit_code;
         uint64_t log_size;
+        const char *reason;
+        bool log_truncated;
         bool cancel;
 } LeaseArgs;
 
@@ -426,15 +428,20 @@ static int finish_op(Store *s, StoreConn *c, void *userdata) {
         r = lease_verify(c, a->attempt_id, a->fence, a->worker_id, &at);
         if (r < 0)
                 return r;
-        r = conn_prepare(c, "UPDATE attempts SET state = ?, finished = ?, exit_code = ?, log_size = ?"
-                            " WHERE id = ?", &st);
+        r = conn_prepare(c, "UPDATE attempts SET state = ?, finished = ?, exit_code = ?, log_size = ?,"
+                            " reason = ?, log_truncated = ? WHERE id = ?", &st);
         if (r < 0)
                 return r;
         sqlite3_bind_text(st, 1, a->state, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, store_now_wall());
         sqlite3_bind_int(st, 3, a->exit_code);
         sqlite3_bind_int64(st, 4, (int64_t) a->log_size);
-        sqlite3_bind_int64(st, 5, a->attempt_id);
+        if (a->reason)
+                sqlite3_bind_text(st, 5, a->reason, -1, SQLITE_STATIC);
+        else
+                sqlite3_bind_null(st, 5);
+        sqlite3_bind_int(st, 6, a->log_truncated);
+        sqlite3_bind_int64(st, 7, a->attempt_id);
         r = conn_step(c, st);
         if (r < 0)
                 return r;
@@ -451,8 +458,12 @@ static int finish_op(Store *s, StoreConn *c, void *userdata) {
         r = conn_step(c, st);
         if (r < 0)
                 return r;
-        r = set_task_state(s, c, &at, a->state,
-                           json_pack("{s:I, s:i}", "attempt", (json_int_t) at.id, "exit_code", a->exit_code));
+        json_t *ev = json_pack("{s:I, s:i}", "attempt", (json_int_t) at.id, "exit_code", a->exit_code);
+        if (ev && a->reason)
+                json_object_set_new(ev, "reason", json_string(a->reason));
+        if (ev && a->log_truncated)
+                json_object_set_new(ev, "log_truncated", json_true());
+        r = set_task_state(s, c, &at, a->state, ev);
         if (r < 0)
                 return r;
         if (retry) {
@@ -466,11 +477,11 @@ static int finish_op(Store *s, StoreConn *c, void *userdata) {
         return worker_touch(s, c, a->worker_id);
 }
 
-int store_lease_finish(Store *s, int64_t attempt_id, int64_t fence, int64_t worker_id,
-                       const char *state, int exit_code, uint64_t log_size) {
+int store_lease_finish(Store *s, int64_t attempt_id, int64_t fence, int64_t worker_id, const StoreFinish *f) {
         LeaseArgs a = { .attempt_id = attempt_id, .fence = fence, .worker_id = worker_id,
-                        .state = state, .exit_code = exit_code, .log_size = log_size };
-        TaskState ts = task_state_from_string(state);
+                        .state = f->state, .exit_code = f->exit_code, .log_size = f->log_size,
+                        .reason = f->reason, .log_truncated = f->log_truncated };
+        TaskState ts = task_state_from_string(f->state);
 
         if (ts < 0 || !task_state_is_reportable(ts))
                 return -EINVAL;

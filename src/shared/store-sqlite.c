@@ -56,6 +56,8 @@ static const char *const migrations[] = {
         "  sha256 TEXT NOT NULL, path TEXT NOT NULL, created INTEGER NOT NULL,"
         "  UNIQUE(attempt_id, name));"
         "CREATE INDEX artifacts_job ON artifacts(job_id);",
+        /* 2: an attempt's log cut at the worker's cap */
+        "ALTER TABLE attempts ADD COLUMN log_truncated INTEGER NOT NULL DEFAULT 0;",
 };
 
 uint64_t store_now_mono(void) {

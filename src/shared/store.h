@@ -149,8 +149,14 @@ int store_lease_check(Store *s, int64_t attempt_id, int64_t fence, int64_t worke
 int store_lease_heartbeat(Store *s, int64_t attempt_id, int64_t fence, int64_t worker_id,
                           bool *ret_cancel);
 /* state: succeeded, failed, warning, skipped, cancelled, timed_out. */
-int store_lease_finish(Store *s, int64_t attempt_id, int64_t fence, int64_t worker_id,
-                       const char *state, int exit_code, uint64_t log_size);
+typedef struct StoreFinish {
+        const char *state;
+        int exit_code;
+        uint64_t log_size;
+        const char *reason; /* why it ended so, in words; NULL: nothing to say */
+        bool log_truncated; /* the worker cut the log at its cap */
+} StoreFinish;
+int store_lease_finish(Store *s, int64_t attempt_id, int64_t fence, int64_t worker_id, const StoreFinish *f);
 /* Marks every lease past its expiry lost and requeues its task. */
 int store_leases_expire(Store *s, unsigned *ret_n);
 

@@ -58,9 +58,35 @@ typedef struct Run {
         Stop stop;
         const char *state;
         int exit_code;
+        char reason[512]; /* why the attempt ended so, for its finish report */
 } Run;
 
 /* ---- small helpers ---- */
+
+static void run_vwhy(Run *r, bool gap, const char *fmt, va_list ap) {
+        (void) vsnprintf(r->reason, sizeof r->reason, fmt, ap);
+        output_printf(r->out, "%s[kiln] %s\n", gap ? "\n" : "", r->reason);
+}
+
+/* Why the attempt fails (or ends otherwise): a line of the worker's in the log
+ * (after an empty line when gap), and the reason in its finish report. */
+_printf_(3, 4) static void run_why(Run *r, bool gap, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        run_vwhy(r, gap, fmt, ap);
+        va_end(ap);
+}
+
+/* The same, and the attempt's state. */
+_printf_(4, 5) static void run_end(Run *r, const char *state, bool gap, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        run_vwhy(r, gap, fmt, ap);
+        va_end(ap);
+        r->state = state;
+}
 
 static int env_set(char ***env, const char *k, const char *v) {
         _cleanup_free_ char *kv = NULL;
@@ -301,12 +327,12 @@ static int workspace_setup(Run *r) {
                 return 0;
         int k = blob_open(r, digest, &fd);
         if (k < 0) {
-                output_printf(r->out, "[kiln] cannot fetch the workspace %s: %s\n", digest, strerror(-k));
+                run_why(r, false, "cannot fetch the workspace %s: %s", digest, strerror(-k));
                 return k;
         }
         k = workspace_extract(sandbox_init_pid(r->sandbox), fd, &r->cfg->workspace_limits, err, sizeof err);
         if (k < 0) {
-                output_printf(r->out, "[kiln] the workspace archive was refused: %s\n", err);
+                run_why(r, false, "the workspace archive was refused: %s", err);
                 return k;
         }
         return 0;
@@ -380,7 +406,8 @@ static void service_fail(Run *r, size_t i, const char *name, const char *what) {
         _cleanup_free_ char *tail = NULL;
         size_t n = 0;
 
-        output_printf(r->out, "[kiln] service '%s' %s\n[kiln] output of service '%s':\n", name, what, name);
+        run_why(r, false, "service '%s' %s", name, what);
+        output_printf(r->out, "[kiln] output of service '%s':\n", name);
         if (output_service_tail(r->out, i, &tail, &n) >= 0 && n > 0) {
                 output_write(r->out, tail, n);
                 if (tail[n - 1] != '\n')
@@ -411,7 +438,7 @@ static int service_start(Run *r, size_t i, json_t *svc) {
                           .stdin_fd = -EBADF, .stdout_fd = fd, .stderr_fd = fd };
         k = sandbox_spawn(r->sandbox, &e, &id);
         if (k < 0) {
-                output_printf(r->out, "[kiln] service '%s' could not be started: %s\n", name, strerror(-k));
+                run_why(r, false, "service '%s' could not be started: %s", name, strerror(-k));
                 return k;
         }
         health_spec(json_object_get(svc, "health"), &h);
@@ -477,8 +504,7 @@ static bool step_run(Run *r, size_t i, json_t *step, bool *warning) {
         if (k >= 0)
                 k = env_merge(&env, json_object_get(step, "env"));
         if (k < 0) {
-                output_printf(r->out, "[kiln] step %s: %s\n", label, strerror(-k));
-                r->state = "failed";
+                run_end(r, "failed", false, "step %s: %s", label, strerror(-k));
                 return false;
         }
         uint64_t deadline = r->deadline;
@@ -490,8 +516,7 @@ static bool step_run(Run *r, size_t i, json_t *step, bool *warning) {
         bool have_oom = oom_kills(sandbox_init_pid(r->sandbox), &oom_before) >= 0;
         k = sandbox_spawn(r->sandbox, &e, &id);
         if (k < 0) {
-                output_printf(r->out, "[kiln] step %s could not be started: %s\n", label, strerror(-k));
-                r->state = "failed";
+                run_end(r, "failed", false, "step %s could not be started: %s", label, strerror(-k));
                 r->exit_code = -1;
                 return false;
         }
@@ -506,8 +531,7 @@ static bool step_run(Run *r, size_t i, json_t *step, bool *warning) {
         }
         k = wait_command(r, id, deadline, &st);
         if (k < 0) {
-                output_printf(r->out, "[kiln] lost track of step %s: %s\n", label, strerror(-k));
-                r->state = "failed";
+                run_end(r, "failed", false, "lost track of step %s: %s", label, strerror(-k));
                 r->exit_code = -1;
                 return false;
         }
@@ -517,19 +541,16 @@ static bool step_run(Run *r, size_t i, json_t *step, bool *warning) {
         case STOP_LOST:
                 return false;
         case STOP_CANCEL:
-                output_printf(r->out, "\n[kiln] step %s was stopped: the task was cancelled\n", label);
-                r->state = "cancelled";
+                run_end(r, "cancelled", true, "step %s was stopped: the task was cancelled", label);
                 return false;
         case STOP_TIMEOUT:
-                output_printf(r->out, "\n[kiln] step %s was stopped: it ran past its timeout\n", label);
-                r->state = "timed_out";
+                run_end(r, "timed_out", true, "step %s was stopped: it ran past its timeout", label);
                 return false;
         case STOP_NONE:
                 break;
         }
         if (st.exec_failed) {
-                output_printf(r->out, "[kiln] step %s could not be started: %s\n", label, strerror(st.exec_errno));
-                r->state = "failed";
+                run_end(r, "failed", false, "step %s could not be started: %s", label, strerror(st.exec_errno));
                 return false;
         }
         if (!st.oom_killed && code != 0 && have_oom &&
@@ -537,17 +558,16 @@ static bool step_run(Run *r, size_t i, json_t *step, bool *warning) {
                 st.oom_killed = true;
         if (st.oom_killed) {
                 if (r->memory_max > 0)
-                        output_printf(r->out, "\n[kiln] step %s was killed: out of memory (the task's memory "
-                                      "limit is %" PRIu64 " bytes)\n", label, r->memory_max);
+                        run_end(r, "failed", true,
+                                "step %s was killed: out of memory (the task's memory limit is %" PRIu64 " bytes)",
+                                label, r->memory_max);
                 else
-                        output_printf(r->out, "\n[kiln] step %s was killed: out of memory\n", label);
-                r->state = "failed";
+                        run_end(r, "failed", true, "step %s was killed: out of memory", label);
                 return false;
         }
         if (st.signal) {
-                output_printf(r->out, "\n[kiln] step %s was killed by signal %d (%s)\n", label, st.signal,
-                              strsignal(st.signal));
-                r->state = "failed";
+                run_end(r, "failed", true, "step %s was killed by signal %d (%s)", label, st.signal,
+                        strsignal(st.signal));
                 return false;
         }
         if (code == 0)
@@ -557,12 +577,10 @@ static bool step_run(Run *r, size_t i, json_t *step, bool *warning) {
                 return true;
         }
         if (code == 43) {
-                output_printf(r->out, "[kiln] step %s exited with status 43: the task is skipped\n", label);
-                r->state = "skipped";
+                run_end(r, "skipped", false, "step %s exited with status 43: the task is skipped", label);
                 return false;
         }
-        output_printf(r->out, "[kiln] step %s exited with status %d\n", label, code);
-        r->state = "failed";
+        run_end(r, "failed", false, "step %s exited with status %d", label, code);
         return false;
 }
 
@@ -589,7 +607,7 @@ static int artifacts_collect(Run *r) {
         k = workspace_pack(sandbox_init_pid(r->sandbox), globs, fd, &r->cfg->artifact_limits, &entries, err,
                            sizeof err);
         if (k < 0) {
-                output_printf(r->out, "[kiln] collecting the artifacts failed: %s\n", err);
+                run_why(r, false, "collecting the artifacts failed: %s", err);
                 return k;
         }
         if (entries == 0) {
@@ -616,7 +634,7 @@ static int artifacts_collect(Run *r) {
                 if (k >= 0 && status == 409)
                         return -ESTALE;
                 if (k >= 0 && status < 500) {
-                        output_printf(r->out, "[kiln] the server refused the artifacts: %s\n", msg);
+                        run_why(r, false, "the server refused the artifacts: %s", msg);
                         return -EIO;
                 }
                 if (flags_stop(r) == STOP_LOST)
@@ -635,10 +653,12 @@ static int finish_report(Run *r) {
                 int k = logship_wait(r->ship, &size);
                 if (k < 0)
                         return k;
-                _cleanup_(json_decrefp) json_t *body = json_pack("{s:I, s:s, s:i, s:I}", "fence",
-                                                                 (json_int_t) r->t->fence, "state", r->state,
-                                                                 "exit_code", MAX(MIN(r->exit_code, 255), -255),
-                                                                 "log_size", (json_int_t) size);
+                _cleanup_(json_decrefp) json_t *body = json_pack(
+                        "{s:I, s:s, s:i, s:I, s:b}", "fence", (json_int_t) r->t->fence, "state", r->state,
+                        "exit_code", MAX(MIN(r->exit_code, 255), -255), "log_size", (json_int_t) size,
+                        "log_truncated", logship_truncated(r->ship));
+                if (body && r->reason[0] && !streq(r->state, "succeeded"))
+                        json_object_set_new(body, "reason", json_string(r->reason));
                 ClientReply rep = {};
                 if (!body)
                         return -ENOMEM;
@@ -801,16 +821,16 @@ static void run_attempt(Run *r) {
         if (q < 0)
                 return (void) log_error_errno(q, "Task %" PRId64 ": %m", r->t->task_id);
         if (k < 0) {
-                output_printf(r->out, "[kiln] %s\n", why[0] ? why : strerror(-k));
+                run_why(r, false, "%s", why[0] ? why : strerror(-k));
                 goto report;
         }
         if (run_limits(r, &limits) < 0) {
-                output_printf(r->out, "[kiln] invalid resources in the job spec\n");
+                run_why(r, false, "invalid resources in the job spec");
                 goto report;
         }
         k = pool_acquire(r->w->pool, image, &limits, &r->sandbox, &warm);
         if (k < 0) {
-                output_printf(r->out, "[kiln] no sandbox for image '%s': %s\n", image,
+                run_why(r, false, "no sandbox for image '%s': %s", image,
                               k == -ENOENT ? "this worker does not have that image" : strerror(-k));
                 goto report;
         }

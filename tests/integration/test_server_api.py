@@ -255,12 +255,24 @@ def test_worker_lifecycle_and_fencing(server):
     # A wrong fence is stale.
     bad = dict(a, fence=a["fence"] + 1)
     assert w.heartbeat(bad).status == 409
-    assert w.finish(a, log_size=12).status == 200
+    # A reason must be a string, the truncation flag a boolean.
+    fin = "/api/v1/leases/%d/finish" % a["lease"]
+    r = w.c.post(fin, {"fence": a["fence"], "state": "failed", "reason": 5})
+    assert r.status == 400 and r.error()["path"] == "reason", r
+    r = w.c.post(fin, {"fence": a["fence"], "state": "failed", "reason": "x" * 2000})
+    assert r.status == 400 and r.error()["path"] == "reason", r
+    r = w.c.post(fin, {"fence": a["fence"], "state": "failed", "log_truncated": "yes"})
+    assert r.status == 400 and r.error()["path"] == "log_truncated", r
+    r = w.c.post(fin, {"fence": a["fence"], "state": "warning", "exit_code": 42, "log_size": 12,
+                       "reason": "step 1 exited with status 42", "log_truncated": True})
+    assert r.status == 200, r
     assert w.finish(a).status == 409
+    t = c.get("/api/v1/tasks/%d" % t["id"]).json()
+    assert t["attempts"][0]["reason"] == "step 1 exited with status 42" and t["attempts"][0]["log_truncated"], t
     assert w.log(a, 12, b"late").status == 409
     assert w.heartbeat(a).status == 409
     j2 = c.get("/api/v1/jobs/%d" % j["id"]).json()
-    assert j2["state"] == "succeeded" and j2["tasks"][0]["attempts"][0]["log_size"] == 12
+    assert j2["state"] == "warning" and j2["tasks"][0]["attempts"][0]["log_size"] == 12
     assert c.get("/api/v1/tasks/%d/log" % t["id"]).body == b"hello world\n"
     # Another worker cannot use this worker's lease.
     j3 = submit(server)

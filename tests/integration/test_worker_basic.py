@@ -109,6 +109,7 @@ def test_step_timeout_is_timed_out(env):
     assert t["state"] == "timed_out", (t, w.log())
     assert time.time() - start < 15
     assert b"timeout" in task_log(srv, t["id"])
+    assert t["attempts"][-1]["reason"] == "step 1 was stopped: it ran past its timeout", t
 
 
 def test_cancel_reaches_the_task_within_2s(env):
@@ -125,6 +126,7 @@ def test_cancel_reaches_the_task_within_2s(env):
     # The sleep dies of SIGTERM at once: the cancel's latency is the heartbeat's.
     assert time.time() - t0 < 2.5, time.time() - t0
     assert t["state"] == "cancelled"
+    assert "cancelled" in t["attempts"][-1]["reason"], t
 
 
 def test_oom_is_failed_with_reason(env):
@@ -135,6 +137,8 @@ def test_oom_is_failed_with_reason(env):
     t = j["tasks"][0]
     assert t["state"] == "failed", t
     assert b"out of memory" in task_log(srv, t["id"]), task_log(srv, t["id"])
+    reason = t["attempts"][-1]["reason"]
+    assert "out of memory" in reason and str(128 << 20) in reason, t
 
 
 LISTENER = ("import socket, time; time.sleep(0.3); s = socket.socket(); "
@@ -178,6 +182,9 @@ def test_log_cap_marks_and_keeps_status(env):
     log = task_log(srv, t["id"])
     assert log.startswith(b"y" * (16 << 20))
     assert b"[kiln] the log reached its limit of 16777216 bytes" in log[16 << 20:]
+    assert t["attempts"][-1]["log_truncated"] is True and t["attempts"][-1]["reason"] is None, t
+    small = wait_job(srv, submit(srv, {"name": "small", "steps": [{"run": "echo hi"}]})["id"])["tasks"][0]
+    assert small["attempts"][-1]["log_truncated"] is False, small
 
 
 SECRET = "s3cr3t-V@lue/with+chars"

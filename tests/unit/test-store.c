@@ -97,9 +97,12 @@ static void test_claim_fence_finish(Store *s) {
         CHECK_EQ_INT(store_lease_heartbeat(s, c.attempt_id, c.fence, wrong, &cancel), -ESTALE);
         CHECK_EQ_INT(store_lease_heartbeat(s, c.attempt_id, c.fence, w, &cancel), 0);
         CHECK(!cancel);
-        CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w, "lost", 0, 0), -EINVAL);
-        CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w, "succeeded", 0, 5), 0);
-        CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w, "succeeded", 0, 5), -ESTALE);
+        CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w,
+                                        &(StoreFinish) { .state = "lost", .exit_code = 0, .log_size = 0 }), -EINVAL);
+        CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w,
+                                        &(StoreFinish) { .state = "succeeded", .exit_code = 0, .log_size = 5 }), 0);
+        CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w,
+                                        &(StoreFinish) { .state = "succeeded", .exit_code = 0, .log_size = 5 }), -ESTALE);
         CHECK_STREQ(job_state(s, job, buf), "succeeded");
         StoreAttempt a;
         CHECK_EQ_INT(store_attempt_get(s, c.attempt_id, &a), 0);
@@ -127,10 +130,12 @@ static void test_expiry_and_user_retry(Store *s) {
         CHECK_EQ_INT(store_claim(s, w, labels, 1, &c2), 0);
         CHECK_EQ_INT(c2.task_id, c1.task_id);
         CHECK(c2.fence > c1.fence);
-        CHECK_EQ_INT(store_lease_finish(s, c2.attempt_id, c2.fence, w, "failed", 1, 0), 0);
+        CHECK_EQ_INT(store_lease_finish(s, c2.attempt_id, c2.fence, w,
+                                        &(StoreFinish) { .state = "failed", .exit_code = 1, .log_size = 0 }), 0);
         CHECK_EQ_INT(store_claim(s, w, labels, 1, &c3), 0);
         CHECK_EQ_INT(c3.attempt_number, 3);
-        CHECK_EQ_INT(store_lease_finish(s, c3.attempt_id, c3.fence, w, "failed", 1, 0), 0);
+        CHECK_EQ_INT(store_lease_finish(s, c3.attempt_id, c3.fence, w,
+                                        &(StoreFinish) { .state = "failed", .exit_code = 1, .log_size = 0 }), 0);
         CHECK_STREQ(job_state(s, job, buf), "failed");
         json_t *t;
         CHECK_EQ_INT(store_task_get(s, c1.task_id, &t), 0);
@@ -161,7 +166,8 @@ static void *racer(void *p) {
         json_t *labels = json_object();
         StoreClaim c;
         while (store_claim(r->s, r->worker, labels, 1, &c) == 0) {
-                CHECK_EQ_INT(store_lease_finish(r->s, c.attempt_id, c.fence, r->worker, "succeeded", 0, 0), 0);
+                CHECK_EQ_INT(store_lease_finish(r->s, c.attempt_id, c.fence, r->worker,
+                                        &(StoreFinish) { .state = "succeeded", .exit_code = 0, .log_size = 0 }), 0);
                 store_claim_done(&c);
                 r->done++;
         }
@@ -231,9 +237,10 @@ static void test_reopen_keeps_leases(void) {
         store_close(s);
 
         s = open_store(60 * 1000000ULL);
-        CHECK_EQ_INT(store_schema_version(s), 1);
+        CHECK_EQ_INT(store_schema_version(s), 2);
         CHECK_EQ_INT(store_lease_heartbeat(s, c.attempt_id, c.fence, w, NULL), 0);
-        CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w, "succeeded", 0, 0), 0);
+        CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w,
+                                        &(StoreFinish) { .state = "succeeded", .exit_code = 0, .log_size = 0 }), 0);
         store_claim_done(&c);
         json_decref(labels);
         store_close(s);
