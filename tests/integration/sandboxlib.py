@@ -52,8 +52,20 @@ def cgroup_leftovers():
     return found
 
 
-def sandbox_processes():
-    """Processes running with a sandbox's host uid."""
+def mentions(pid, sandbox_dir):
+    """Whether a process's mounts name sandbox_dir: a sandbox's root overlay
+    names its layers there, so this tells one test's sandboxes from those of
+    other kiln users of the machine."""
+    try:
+        with open("/proc/%s/mountinfo" % pid) as f:
+            return sandbox_dir in f.read()
+    except OSError:
+        return False
+
+
+def sandbox_processes(sandbox_dir=None):
+    """Processes running with a sandbox's host uid (of sandboxes under
+    sandbox_dir, when given)."""
     procs = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -62,7 +74,7 @@ def sandbox_processes():
             with open("/proc/%s/status" % pid) as f:
                 for line in f:
                     if line.startswith("Uid:"):
-                        if int(line.split()[1]) >= UID_BASE:
+                        if int(line.split()[1]) >= UID_BASE and (not sandbox_dir or mentions(pid, sandbox_dir)):
                             procs.append(int(pid))
                         break
         except OSError:
@@ -70,21 +82,22 @@ def sandbox_processes():
     return procs
 
 
-def kiln_init_processes():
+def kiln_init_processes(sandbox_dir=None):
     procs = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 with open("/proc/%s/comm" % pid) as f:
-                    if f.read().strip() == "kiln-init":
+                    if f.read().strip() == "kiln-init" and (not sandbox_dir or mentions(pid, sandbox_dir)):
                         procs.append(int(pid))
             except OSError:
                 pass
     return procs
 
 
-def veth_leftovers():
-    out = subprocess.run(["ip", "-o", "link", "show"], stdout=subprocess.PIPE, text=True).stdout
+def veth_leftovers(netns=None):
+    pre = ["ip", "netns", "exec", netns] if netns else []
+    out = subprocess.run(pre + ["ip", "-o", "link", "show"], stdout=subprocess.PIPE, text=True).stdout
     return [l.split(":")[1].strip().split("@")[0] for l in out.splitlines()
             if l.split(":")[1].strip().startswith("kv")]
 
@@ -103,11 +116,14 @@ def dir_leftovers(sandbox_dir):
     return [e for e in os.listdir(sandbox_dir) if not e.startswith(".")] if os.path.isdir(sandbox_dir) else []
 
 
-def inventory(sandbox_dir):
+def inventory(sandbox_dir, netns=None, own=False):
+    """What kiln has on the machine. own: only processes of sandboxes under
+    sandbox_dir; netns: the veths of that network namespace."""
+    mine = sandbox_dir if own else None
     return {
         "cgroups": cgroup_leftovers(),
-        "processes": sandbox_processes() + kiln_init_processes(),
-        "veths": veth_leftovers(),
+        "processes": sandbox_processes(mine) + kiln_init_processes(mine),
+        "veths": veth_leftovers(netns),
         "mounts": mount_leftovers(sandbox_dir),
         "loops": loop_leftovers(sandbox_dir),
         "dirs": dir_leftovers(sandbox_dir),

@@ -116,14 +116,14 @@ def test_busybox_image_dir(sandbox_dir, tmpdir_path):
 
 
 def test_timeout_stops_everything(sandbox_dir):
-    before = set(inventory(sandbox_dir)["processes"])
+    before = set(inventory(sandbox_dir, own=True)["processes"])
     start = time.monotonic()
     p = sb("--timeout", "1s", "--kill-after", "1s", "--",
            "sh", "-c", "trap '' TERM; sleep 100 & sleep 100")
     assert p.returncode == 124
     assert time.monotonic() - start < 10
     assert b"Timed out" in p.stderr
-    assert set(inventory(sandbox_dir)["processes"]) - before == set()
+    assert set(inventory(sandbox_dir, own=True)["processes"]) - before == set()
 
 
 def test_sigterm_is_forwarded(sandbox_dir):

@@ -1,12 +1,20 @@
 """200 sandboxes created and destroyed — some killed mid-run, some with their
 kiln process SIGKILLed — leave no mount, cgroup, netns, veth, loop device,
-process or directory behind."""
+process or directory behind.
+
+Other kiln users of the machine (a worker's pool, another test run) may come
+and go meanwhile: the kiln processes of these tests run in a network
+namespace of their own (so the veths counted are theirs), and the processes
+counted are those of sandboxes under the test's sandbox directory."""
 import os
 import signal
 import subprocess
 import time
+import uuid
 
-from conftest import KILN, kiln, needs_root
+import pytest
+
+from conftest import KILN, needs_root, run
 from sandboxlib import inventory, kiln_init_processes, sandbox_processes
 
 pytestmark = needs_root
@@ -14,20 +22,31 @@ pytestmark = needs_root
 EMPTY = {"cgroups": [], "processes": [], "veths": [], "mounts": [], "loops": [], "dirs": []}
 
 
-def leftovers(sandbox_dir, baseline):
-    """What exists now and did not before the test (other kiln users of this
-    machine may hold sandboxes of their own)."""
-    now = inventory(sandbox_dir)
+@pytest.fixture
+def netns():
+    name = "kiln-leaks-%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name])
+
+
+def in_netns(netns, *args):
+    return ["nsenter", "--net=/run/netns/" + netns, KILN] + [str(a) for a in args]
+
+
+def leftovers(sandbox_dir, netns, baseline):
+    """What exists now and did not before the test."""
+    now = inventory(sandbox_dir, netns, own=True)
     return {k: [x for x in v if x not in baseline[k]] for k, v in now.items()}
 
 
-def nat_available():
-    p = kiln("sandbox", "run", "--network", "nat", "--", "true")
-    return p.returncode == 0
+def nat_available(netns):
+    return run(in_netns(netns, "sandbox", "run", "--network", "nat", "--", "true")).returncode == 0
 
 
-def start(*args):
-    return subprocess.Popen([KILN, "sandbox", "run"] + list(args), stdout=subprocess.PIPE,
+def start(netns, *args):
+    return subprocess.Popen(in_netns(netns, "sandbox", "run", *args), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 
 
@@ -46,9 +65,9 @@ def run_batch(procs, expect):
         assert p.returncode == expect, (p.args, p.returncode, err)
 
 
-def test_no_leaks_after_200_sandboxes(sandbox_dir):
-    base = inventory(sandbox_dir)
-    nat = nat_available()
+def test_no_leaks_after_200_sandboxes(sandbox_dir, netns):
+    base = inventory(sandbox_dir, netns, own=True)
+    nat = nat_available(netns)
     kinds = []
     kinds += [("plain", ["--", "true"], 0)] * 100
     kinds += [("disk", ["--disk", "16M", "--", "sh", "-c", "echo x > /f"], 0)] * 20
@@ -61,16 +80,16 @@ def test_no_leaks_after_200_sandboxes(sandbox_dir):
     # Four at a time, as a worker would.
     for i in range(0, len(kinds), 4):
         batch = kinds[i:i + 4]
-        procs = [start(*args) for _, args, _ in batch]
+        procs = [start(netns, *args) for _, args, _ in batch]
         for (name, args, expect), p in zip(batch, procs):
             out, err = p.communicate(timeout=120)
             assert p.returncode == expect, (name, p.returncode, err)
-    assert leftovers(sandbox_dir, base) == EMPTY
+    assert leftovers(sandbox_dir, netns, base) == EMPTY
 
     # 20 whose kiln process is SIGKILLed while the command runs. They run side by
     # side: each start collects what dead owners left, so one at a time would
     # leave just the last one behind.
-    procs = [start("--", "sh", "-c", "echo ready; sleep 300 & sleep 300") for _ in range(20)]
+    procs = [start(netns, "--", "sh", "-c", "echo ready; sleep 300 & sleep 300") for _ in range(20)]
     for p in procs:
         assert p.stdout.readline() == b"ready\n"
     for p in procs:
@@ -79,28 +98,28 @@ def test_no_leaks_after_200_sandboxes(sandbox_dir):
         p.stdout.close()
         p.stderr.close()
     # Everything inside died with its kiln process…
-    assert wait_gone(lambda: sandbox_processes() or kiln_init_processes()), \
-        (sandbox_processes(), kiln_init_processes())
-    inv = leftovers(sandbox_dir, base)
+    assert wait_gone(lambda: sandbox_processes(sandbox_dir) or kiln_init_processes(sandbox_dir)), \
+        (sandbox_processes(sandbox_dir), kiln_init_processes(sandbox_dir))
+    inv = leftovers(sandbox_dir, netns, base)
     assert len(inv["dirs"]) == 20  # …and the host-side state waits for the next start
     assert inv["mounts"] == [] and inv["loops"] == []
 
     # The next start removes the leftovers.
-    p = kiln("sandbox", "gc", check=True)
+    p = run(in_netns(netns, "sandbox", "gc"), check=True)
     assert b"removed 20 leftover sandboxes" in p.stdout
-    assert leftovers(sandbox_dir, base) == EMPTY
+    assert leftovers(sandbox_dir, netns, base) == EMPTY
 
 
-def test_next_run_collects_leftovers(sandbox_dir):
-    base = inventory(sandbox_dir)
-    p = start("--", "sh", "-c", "echo ready; sleep 300")
+def test_next_run_collects_leftovers(sandbox_dir, netns):
+    base = inventory(sandbox_dir, netns, own=True)
+    p = start(netns, "--", "sh", "-c", "echo ready; sleep 300")
     assert p.stdout.readline() == b"ready\n"
     p.send_signal(signal.SIGKILL)
     p.wait()
     p.stdout.close()
     p.stderr.close()
-    assert wait_gone(lambda: sandbox_processes() or kiln_init_processes())
+    assert wait_gone(lambda: sandbox_processes(sandbox_dir) or kiln_init_processes(sandbox_dir))
     assert len(inventory(sandbox_dir)["dirs"]) == 1
-    r = kiln("sandbox", "run", "--", "true", check=True)
+    r = run(in_netns(netns, "sandbox", "run", "--", "true"), check=True)
     assert b"Removed leftover sandbox" in r.stderr
-    assert leftovers(sandbox_dir, base) == EMPTY
+    assert leftovers(sandbox_dir, netns, base) == EMPTY
