@@ -61,9 +61,7 @@ static int prepare(Pool *p, const Slot *slot, const PoolLimits *l, Sandbox **ret
         };
         Sandbox *s = NULL;
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
-        worker_clone_guard_begin();
         int r = sandbox_prepare(&c, &s);
-        worker_clone_guard_end();
         if (r < 0)
                 return r;
         r = workspace_create(sandbox_init_pid(s));
@@ -203,6 +201,7 @@ int pool_new(const PoolImage *images, size_t n_images, const PoolLimits *default
                         return -ENOMEM;
                 }
         }
+        sandbox_set_clone_guard(worker_clone_guard_begin, worker_clone_guard_end);
         r = worker_thread_create(&p->thread, pool_thread, p);
         if (r < 0) {
                 p->stop = true; /* nothing to join */
