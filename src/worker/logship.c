@@ -28,6 +28,8 @@ struct LogShip {
         int fd;
         char *path;
         int64_t lease, fence;
+        void (*on_acked)(void *userdata);
+        void *userdata;
         uint64_t max_bytes, chunk_max;
         uint64_t written, acked, dropped;
         bool closed, truncated, stop;
@@ -124,6 +126,8 @@ static void *ship_thread(void *arg) {
                 l->acked = MIN((uint64_t) off, l->written);
                 pthread_cond_broadcast(&l->cond);
                 pthread_mutex_unlock(&l->lock);
+                if (l->on_acked)
+                        l->on_acked(l->userdata);
         }
         pthread_mutex_lock(&l->lock);
         l->result = result;
@@ -142,6 +146,8 @@ int logship_new(const LogShipConfig *c, LogShip **ret) {
         pthread_cond_init(&l->cond, NULL);
         l->lease = c->lease;
         l->fence = c->fence;
+        l->on_acked = c->on_acked;
+        l->userdata = c->userdata;
         l->max_bytes = c->max_bytes;
         l->chunk_max = c->chunk_max ? c->chunk_max : 4U << 20;
         l->result = 1;

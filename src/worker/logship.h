@@ -23,6 +23,9 @@ typedef struct LogShipConfig {
         const char *spool_path;
         uint64_t max_bytes;  /* the log's cap; 0 = none */
         uint64_t chunk_max;  /* bytes per append request */
+        /* Called by the shipping thread after each acknowledged append. */
+        void (*on_acked)(void *userdata);
+        void *userdata;
 } LogShipConfig;
 
 int logship_new(const LogShipConfig *c, LogShip **ret);
