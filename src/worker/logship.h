@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Log shipping: the masked bytes of one attempt are appended to a spool file
- * in the worker's data directory and sent to the server by byte offset from
- * there, by a thread of their own. A retried append is harmless (the server
+/* Log shipping: the masked bytes of one attempt are spooled (the first 64 KiB
+ * in memory, the rest in a file in the worker's data directory) and sent to
+ * the server by byte offset from there, by a thread of their own. A retried append is harmless (the server
  * keeps bytes it holds); a gap is answered with the server's offset, from
  * which the rest is resent. While the server is unreachable the bytes wait
  * in the spool, so nothing is lost, reordered or sent twice. */
