@@ -47,6 +47,21 @@ void sandbox_phase(const char *what) {
         last = now;
 }
 
+static void (*clone_guard_begin)(void);
+static void (*clone_guard_end)(void);
+
+void sandbox_set_clone_guard(void (*begin)(void), void (*end)(void)) {
+        clone_guard_begin = begin;
+        clone_guard_end = end;
+}
+
+static void clone_guard(bool begin) {
+        if (begin && clone_guard_begin)
+                clone_guard_begin();
+        else if (!begin && clone_guard_end)
+                clone_guard_end();
+}
+
 typedef struct Done {
         uint64_t id;
         int status;
@@ -240,7 +255,9 @@ static int userns_create(uint32_t base, int *ret_fd) {
                 return -ENOMEM;
         /* The child reads these from our memory at any time: a copy we leave alone. */
         int child_fds[2] = { p[0], p[1] };
+        clone_guard(true);
         pid_t pid = clone(userns_child, stack + stack_size, CLONE_NEWUSER | CLONE_VM | SIGCHLD, child_fds);
+        clone_guard(false);
         if (pid < 0)
                 return -errno;
         snprintf(map, sizeof map, "0 %u %u\n", base, SANDBOX_UID_COUNT);
@@ -424,7 +441,10 @@ static int start_init(Sandbox *s, const SandboxConfig *c, InitArgs *a) {
         (void) setsockopt(ctl[1], SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz);
 
         a->cgroup = &s->cgroup;
+        clone_guard(true);
         pid_t pid = clone_init(s, flags, a);
+        if (pid != 0)
+                clone_guard(false);
         if (pid < 0)
                 return log_error_errno(pid, "Failed to create the sandbox's namespaces: %m");
         if (pid == 0) {

@@ -76,6 +76,12 @@ typedef struct Sandbox Sandbox;
 /* Builds a sandbox and starts its init. The caller's thread must stay alive for
  * as long as the sandbox lives: the sandbox's init dies with it (PDEATHSIG). */
 int sandbox_prepare(const SandboxConfig *c, Sandbox **ret);
+/* Called around each clone() sandbox_prepare() makes (PID 1, and the
+ * throwaway child that creates the user namespace), and around nothing else:
+ * a child inherits the process as it is at that instant only, so that is
+ * where an embedder keeps its thread creations, joins and forks away from.
+ * Process-wide, like the hazard; NULL for none. */
+void sandbox_set_clone_guard(void (*begin)(void), void (*end)(void));
 
 /* Starts a command; ret_id names it for wait and signal. */
 int sandbox_spawn(Sandbox *s, const SandboxExec *e, uint64_t *ret_id);

@@ -36,38 +36,56 @@ int api_mkdir_durable(int dirfd, const char *parent, const char *dir) {
         return api_fsync_dir(dirfd, parent);
 }
 
-/* Opens an attempt's log for appending, creating it durably. */
+/* Opens an attempt's log for appending, creating it and its job's directory
+ * when missing. Neither entry is made durable here: log_append() does that
+ * before it acknowledges the log's first bytes. */
 static int log_open_append(Server *srv, const StoreAttempt *a, int *ret_fd) {
         char dir[64], path[256];
-        int fd, k;
+        int fd;
 
         snprintf(dir, sizeof dir, "logs/%" PRId64, a->job_id);
         api_log_path(a, path, sizeof path);
         fd = openat(srv->data_fd, path, O_WRONLY | O_APPEND | O_CLOEXEC);
-        if (fd >= 0) {
-                *ret_fd = fd;
-                return 0;
+        if (fd < 0 && errno == ENOENT) {
+                if (mkdirat(srv->data_fd, dir, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                fd = openat(srv->data_fd, path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
         }
-        if (errno != ENOENT)
-                return -errno;
-        k = api_mkdir_durable(srv->data_fd, "logs", dir);
-        if (k < 0)
-                return k;
-        fd = openat(srv->data_fd, path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
         if (fd < 0)
                 return -errno;
-        k = api_fsync_dir(srv->data_fd, dir);
-        if (k < 0) {
-                safe_close(fd);
-                return k;
-        }
         *ret_fd = fd;
         return 0;
 }
 
+/* Makes the new bytes and, for a log that held none, its directory entries
+ * durable. The file's own sync comes first: on a journalling file system it
+ * commits the entries' creation too, and the directories' syncs then find
+ * nothing left to do. */
+static int log_sync(Server *srv, const StoreAttempt *a, int fd, bool first) {
+        char dir[64];
+
+        if (fdatasync(fd) < 0)
+                return -errno;
+        if (!first)
+                return 0;
+        snprintf(dir, sizeof dir, "logs/%" PRId64, a->job_id);
+        int k = api_fsync_dir(srv->data_fd, dir);
+        if (k >= 0)
+                k = api_fsync_dir(srv->data_fd, "logs");
+        return k;
+}
+
 /* Appends [data, data + n) at offset: bytes the log already holds are kept, a
- * gap is refused (-ERANGE) with *ret_size the current size. */
-static int log_append(int fd, uint64_t offset, const char *data, size_t n, uint64_t *ret_size) {
+ * gap is refused (-ERANGE) with *ret_size the current size.
+ *
+ * Followers are woken as soon as the bytes are in the file, before they are
+ * synced: the sync is the worker's acknowledgement, not the reader's. The lock
+ * is held until the sync is done, so an append never looks past bytes that
+ * are not durable yet, and an empty log (nothing ever acknowledged) is the
+ * only one whose directory entries may not be durable. Why a reader may see
+ * bytes before they are durable: docs/api.md, "Durability". */
+static int log_append(Server *srv, const StoreAttempt *a, int fd, uint64_t offset, const char *data, size_t n,
+                      uint64_t *ret_size) {
         struct stat st;
 
         if (flock(fd, LOCK_EX) < 0)
@@ -82,8 +100,10 @@ static int log_append(int fd, uint64_t offset, const char *data, size_t n, uint6
         if (skip >= n)
                 return 0;
         int k = loop_write(fd, data + skip, n - (size_t) skip);
-        if (k >= 0 && fdatasync(fd) < 0)
-                k = -errno;
+        if (k >= 0) {
+                store_notify_logs(srv->store);
+                k = log_sync(srv, a, fd, size == 0);
+        }
         if (k < 0) {
                 /* Leave only acknowledged bytes behind. */
                 (void) ftruncate(fd, (off_t) size);
@@ -109,7 +129,7 @@ int api_log_append(Request *r) {
         k = log_open_append(r->srv, &a, &fd);
         if (k < 0)
                 return http_errno(r, k, "log append");
-        k = log_append(fd, (uint64_t) offset, r->body ? r->body : "", r->body_size, &size);
+        k = log_append(r->srv, &a, fd, (uint64_t) offset, r->body ? r->body : "", r->body_size, &size);
         safe_close(fd);
         if (k == -ERANGE)
                 return http_error(r, 416, "log_gap", json_pack("{s:I}", "offset", (json_int_t) size),
@@ -118,7 +138,6 @@ int api_log_append(Request *r) {
         if (k < 0)
                 return http_errno(r, k, "log append");
         r->srv->metrics.log_bytes += r->body_size;
-        store_notify_logs(r->srv->store);
         return http_json(r, 200, json_pack("{s:I}", "offset", (json_int_t) size));
 }
 

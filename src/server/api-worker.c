@@ -191,15 +191,15 @@ int api_claim(Request *r) {
                 k = store_claim(srv->store, r->token.worker_id, labels, slots, &c);
                 if (k != -EAGAIN)
                         break;
-                /* Woken by the commit that queued a task, not by a timer. The
+                /* Made by the commit that queues a task, not by a timer. The
                  * claim is retried (which marks the worker seen) at least twice
                  * per --worker-timeout so a polling worker never looks dead. */
                 uint64_t slice = store_now_mono() + srv->cfg.worker_timeout_usec / 2;
-                k = store_wait(srv->store, &gen, STORE_WAIT_QUEUE, MIN(deadline, slice));
+                k = store_claim_wait(srv->store, r->token.worker_id, labels, slots, &gen, MIN(deadline, slice),
+                                     &c);
                 if (k == -ETIMEDOUT && store_now_mono() < deadline)
                         continue;
-                if (k < 0)
-                        break;
+                break;
         }
         if (k == -ETIMEDOUT || k == -ESHUTDOWN) {
                 srv->metrics.claims_empty++;

@@ -32,6 +32,9 @@ typedef struct StoreOp {
         void *userdata;
         int result;
         bool done;
+        /* Parked operations only (store_write_parked()). */
+        bool taken;          /* in the writer's current batch */
+        uint64_t seen_queue; /* the queue generation it last found nothing in */
         struct StoreOp *next;
 } StoreOp;
 
@@ -45,7 +48,10 @@ struct Store {
         pthread_mutex_t op_lock;
         pthread_cond_t op_cond, done_cond;
         StoreOp *ops_head, **ops_tail;
+        StoreOp *parked;  /* waiting for a task to be queued */
+        bool parked_shutdown;
         StoreDirty dirty; /* only touched by the writer thread */
+        uint64_t queue_published; /* gen.queue, as the writer thread last published it */
         int64_t last_event;
         uint64_t n_commits, n_ops; /* under op_lock */
 
@@ -61,6 +67,16 @@ struct Store {
 /* Runs func in the writer thread inside the next group commit and returns its
  * result once the commit is durable (or the commit's error). */
 int store_write(Store *s, StoreOpFunc func, void *userdata);
+/* For an operation that waits for a task to be queued (a claim): func returns
+ * -EAGAIN while there is nothing for it, which undoes what it did. It runs
+ * inside every group commit that queues a task, after that batch's other
+ * operations and in the same transaction — so a claim waiting when a job is
+ * submitted is answered by the submission's own commit — and inside one of
+ * its own if a task was queued after seen_queue (a StoreGen.queue the caller
+ * read before it last looked). Returns func's result once it is not -EAGAIN
+ * and is durable, -ETIMEDOUT at deadline (CLOCK_MONOTONIC µs), -ESHUTDOWN
+ * once store_wake_all() ran. */
+int store_write_parked(Store *s, StoreOpFunc func, void *userdata, uint64_t seen_queue, uint64_t deadline);
 /* Borrows a read connection from the pool. */
 int store_read_begin(Store *s, StoreConn **ret);
 void store_read_end(Store *s, StoreConn *c);

@@ -211,6 +211,32 @@ int store_claim(Store *s, int64_t worker_id, json_t *worker_labels, unsigned fre
         return 0;
 }
 
+/* A waiting claim: finding nothing is -EAGAIN, which keeps it parked. */
+static int claim_parked_op(Store *s, StoreConn *c, void *userdata) {
+        ClaimArgs *a = userdata;
+
+        store_claim_done(&a->claim);
+        a->found = false;
+        int r = claim_op(s, c, a);
+        if (r >= 0 && !a->found)
+                return -EAGAIN;
+        return r;
+}
+
+int store_claim_wait(Store *s, int64_t worker_id, json_t *worker_labels, unsigned free_slots,
+                     const StoreGen *seen, uint64_t deadline, StoreClaim *ret) {
+        ClaimArgs a = { .worker_id = worker_id, .labels = worker_labels, .free_slots = free_slots };
+        int r;
+
+        r = store_write_parked(s, claim_parked_op, &a, seen->queue, deadline);
+        if (r < 0) {
+                store_claim_done(&a.claim);
+                return r;
+        }
+        *ret = a.claim;
+        return 0;
+}
+
 /* ---- attempts and leases ---- */
 
 static int attempt_load(StoreConn *c, int64_t id, StoreAttempt *ret) {

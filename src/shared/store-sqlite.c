@@ -290,13 +290,19 @@ events:
 
 /* ---- the group-commit writer ---- */
 
-static int batch_run(Store *s, StoreOp *batch) {
+static bool parked_stale(const Store *s, const StoreOp *parked) {
+        for (const StoreOp *p = parked; p; p = p->next)
+                if (p->seen_queue != s->queue_published)
+                        return true;
+        return false;
+}
+
+/* Runs ops, each in its own savepoint; returns < 0 when SQLite rolled the
+ * whole transaction back. */
+static int ops_run(Store *s, StoreOp *batch, StoreOp *whole) {
         StoreConn *c = s->writer;
         int r;
 
-        r = conn_exec(c, "BEGIN IMMEDIATE");
-        if (r < 0)
-                return r;
         for (StoreOp *op = batch; op; op = op->next) {
                 r = conn_exec(c, "SAVEPOINT op");
                 if (r < 0) {
@@ -317,12 +323,37 @@ static int batch_run(Store *s, StoreOp *batch) {
                          * so on some SQLITE_FULL and I/O errors): nothing of
                          * the batch so far survives. */
                         r = op->result < 0 ? op->result : -EIO;
-                        for (StoreOp *o = batch; o; o = o->next)
+                        for (StoreOp *o = whole; o; o = o->next)
                                 o->result = r;
                         return r;
                 }
                 (void) conn_exec(c, "RELEASE op");
         }
+        return 0;
+}
+
+/* The batch's operations, then the parked ones if a task was queued (by this
+ * batch, or since they last looked), in one transaction. */
+static int batch_run(Store *s, StoreOp *batch, StoreOp *parked) {
+        StoreConn *c = s->writer;
+        int r;
+
+        r = conn_exec(c, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
+        r = ops_run(s, batch, batch);
+        if (r < 0)
+                return r;
+        if (parked && (s->dirty.queue || parked_stale(s, parked))) {
+                r = ops_run(s, parked, parked);
+                if (r < 0) {
+                        for (StoreOp *op = batch; op; op = op->next)
+                                op->result = r;
+                        return r;
+                }
+        } else
+                for (StoreOp *p = parked; p; p = p->next)
+                        p->result = -EAGAIN;
         r = conn_exec(c, "COMMIT");
         if (r < 0 && !sqlite3_get_autocommit(c->db))
                 (void) conn_exec(c, "ROLLBACK");
@@ -333,6 +364,7 @@ static void publish(Store *s, int64_t committed_event) {
         pthread_mutex_lock(&s->gen_lock);
         if (s->dirty.queue)
                 s->gen.queue++;
+        s->queue_published = s->gen.queue;
         if (s->dirty.attempts)
                 s->gen.attempts++;
         if ((uint64_t) committed_event > s->gen.events)
@@ -347,23 +379,29 @@ static void *writer_main(void *arg) {
 
         pthread_mutex_lock(&s->op_lock);
         for (;;) {
-                while (!s->ops_head && !s->stopping)
+                while (!s->ops_head && !parked_stale(s, s->parked) && !s->stopping)
                         pthread_cond_wait(&s->op_cond, &s->op_lock);
                 if (!s->ops_head && s->stopping)
                         break;
-                StoreOp *batch = s->ops_head;
+                StoreOp *batch = s->ops_head, *parked = s->parked;
                 s->ops_head = NULL;
                 s->ops_tail = &s->ops_head;
+                s->parked = NULL;
+                for (StoreOp *p = parked; p; p = p->next)
+                        p->taken = true;
                 pthread_mutex_unlock(&s->op_lock);
 
                 int64_t event_before = s->last_event;
-                int r = batch_run(s, batch);
+                int r = batch_run(s, batch, parked);
                 if (r < 0) {
                         /* Nothing of this batch is durable: fail every operation
-                         * that thought it had succeeded. */
+                         * that thought it had succeeded; parked ones wait on
+                         * (whatever they found is still queued). */
                         for (StoreOp *op = batch; op; op = op->next)
                                 if (op->result >= 0)
                                         op->result = r;
+                        for (StoreOp *p = parked; p; p = p->next)
+                                p->result = -EAGAIN;
                         s->last_event = event_before;
                         s->dirty = (StoreDirty) {};
                 } else
@@ -375,8 +413,29 @@ static void *writer_main(void *arg) {
                         op->done = true;
                         s->n_ops++;
                 }
+                while (parked) {
+                        StoreOp *p = parked;
+                        parked = p->next;
+                        p->taken = false;
+                        if (p->result == -EAGAIN && !s->parked_shutdown) {
+                                p->seen_queue = s->queue_published;
+                                p->next = s->parked;
+                                s->parked = p;
+                                continue;
+                        }
+                        if (p->result == -EAGAIN)
+                                p->result = -ESHUTDOWN;
+                        p->done = true;
+                        s->n_ops++;
+                }
                 pthread_cond_broadcast(&s->done_cond);
         }
+        for (StoreOp *p = s->parked; p; p = p->next) {
+                p->result = -ESHUTDOWN;
+                p->done = true;
+        }
+        s->parked = NULL;
+        pthread_cond_broadcast(&s->done_cond);
         pthread_mutex_unlock(&s->op_lock);
         return NULL;
 }
@@ -394,6 +453,51 @@ int store_write(Store *s, StoreOpFunc func, void *userdata) {
         pthread_cond_signal(&s->op_cond);
         while (!op.done)
                 pthread_cond_wait(&s->done_cond, &s->op_lock);
+        pthread_mutex_unlock(&s->op_lock);
+        return op.result;
+}
+
+int store_write_parked(Store *s, StoreOpFunc func, void *userdata, uint64_t seen_queue, uint64_t deadline) {
+        StoreOp op = { .func = func, .userdata = userdata, .seen_queue = seen_queue };
+        struct timespec ts;
+
+        pthread_mutex_lock(&s->op_lock);
+        if (s->stopping || s->parked_shutdown) {
+                pthread_mutex_unlock(&s->op_lock);
+                return -ESHUTDOWN;
+        }
+        op.next = s->parked;
+        s->parked = &op;
+        pthread_cond_signal(&s->op_cond);
+        for (;;) {
+                if (op.done)
+                        break;
+                uint64_t now = store_now_mono();
+                if (now >= deadline && !op.taken) {
+                        for (StoreOp **p = &s->parked; *p; p = &(*p)->next)
+                                if (*p == &op) {
+                                        *p = op.next;
+                                        break;
+                                }
+                        op.result = -ETIMEDOUT;
+                        break;
+                }
+                if (now >= deadline) {
+                        /* In a batch right now: its commit is near. */
+                        pthread_cond_wait(&s->done_cond, &s->op_lock);
+                        continue;
+                }
+                /* done_cond runs on CLOCK_REALTIME. */
+                uint64_t left = deadline - now;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += (time_t) (left / 1000000);
+                ts.tv_nsec += (long) (left % 1000000) * 1000;
+                if (ts.tv_nsec >= 1000000000) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&s->done_cond, &s->op_lock, &ts);
+        }
         pthread_mutex_unlock(&s->op_lock);
         return op.result;
 }
@@ -488,6 +592,18 @@ void store_wake_all(Store *s) {
         s->woken_for_good = true;
         pthread_cond_broadcast(&s->gen_cond);
         pthread_mutex_unlock(&s->gen_lock);
+
+        /* Parked operations the writer does not hold end now; those it does
+         * end with its batch. */
+        pthread_mutex_lock(&s->op_lock);
+        s->parked_shutdown = true;
+        for (StoreOp *p = s->parked; p; p = p->next) {
+                p->result = -ESHUTDOWN;
+                p->done = true;
+        }
+        s->parked = NULL;
+        pthread_cond_broadcast(&s->done_cond);
+        pthread_mutex_unlock(&s->op_lock);
 }
 
 /* ---- open and close ---- */

@@ -129,6 +129,14 @@ void store_claim_done(StoreClaim *c);
 
 int store_claim(Store *s, int64_t worker_id, json_t *worker_labels, unsigned free_slots,
                 StoreClaim *ret);
+/* Waits for a task to claim after store_claim() found none (seen: the
+ * generations read before that call): the claim is made inside the commit
+ * that queues a task, in the same transaction — a worker waiting when a job
+ * is submitted has its assignment as soon as the submission is durable, with
+ * no commit of its own. -ETIMEDOUT at deadline (CLOCK_MONOTONIC µs),
+ * -ESHUTDOWN once store_wake_all() ran. */
+int store_claim_wait(Store *s, int64_t worker_id, json_t *worker_labels, unsigned free_slots,
+                     const StoreGen *seen, uint64_t deadline, StoreClaim *ret);
 
 typedef struct StoreAttempt {
         int64_t id, task_id, job_id, worker_id, fence;

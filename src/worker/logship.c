@@ -18,6 +18,11 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000
 #define APPEND_TIMEOUT_MS 20000L
+/* The log's first bytes are kept in memory, the rest in the spool file, which
+ * is created when the log outgrows them: a short log is sent without touching
+ * the disk, and a task's first output never waits for the file system. File
+ * offsets are log offsets (the file starts with a hole). */
+#define SPOOL_HEAD (64U * 1024U)
 
 struct LogShip {
         pthread_mutex_t lock;
@@ -25,9 +30,12 @@ struct LogShip {
         pthread_t thread;
         bool thread_started;
         Client *client;
-        int fd;
+        char *head; /* [0, MIN(written, SPOOL_HEAD)) */
+        int fd;     /* the rest; -EBADF until needed */
         char *path;
         int64_t lease, fence;
+        void (*on_acked)(void *userdata);
+        void *userdata;
         uint64_t max_bytes, chunk_max;
         uint64_t written, acked, dropped;
         bool closed, truncated, stop;
@@ -47,16 +55,44 @@ static void sleep_ms(LogShip *l, unsigned ms) {
         pthread_mutex_unlock(&l->lock);
 }
 
+/* The bytes [from, to): in place when the memory head holds them all, else
+ * copied into *buf (grown as needed). Bytes below `written` never change, so
+ * they are read without the lock. */
+static int chunk_get(LogShip *l, uint64_t from, uint64_t to, void **buf, size_t *buf_size, const void **ret) {
+        size_t n = (size_t) (to - from);
+
+        if (to <= SPOOL_HEAD) {
+                *ret = l->head + from;
+                return 0;
+        }
+        if (n > *buf_size) {
+                void *p = malloc(n);
+                if (!p)
+                        return -ENOMEM;
+                free(*buf);
+                *buf = p;
+                *buf_size = n;
+        }
+        size_t in_head = from < SPOOL_HEAD ? (size_t) (SPOOL_HEAD - from) : 0;
+        memcpy(*buf, l->head + from, in_head);
+        ssize_t k = pread(l->fd, (char *) *buf + in_head, n - in_head, (off_t) (from + in_head));
+        if (k != (ssize_t) (n - in_head))
+                return -EIO;
+        *ret = *buf;
+        return 0;
+}
+
 /* Sends [from, to) once. Returns the server's new offset, -ESTALE, or -EAGAIN
  * to retry later. */
-static int64_t send_chunk(LogShip *l, uint64_t from, uint64_t to, void *buf) {
+static int64_t send_chunk(LogShip *l, uint64_t from, uint64_t to, void **buf_p, size_t *buf_size) {
         char path[128];
         ClientReply rep = {};
         size_t n = (size_t) (to - from);
+        const void *buf;
 
-        ssize_t k = pread(l->fd, buf, n, (off_t) from);
-        if (k != (ssize_t) n)
-                return -EIO;
+        int g = chunk_get(l, from, to, buf_p, buf_size, &buf);
+        if (g < 0)
+                return g == -ENOMEM ? -EAGAIN : -EIO;
         snprintf(path, sizeof path, "/api/v1/leases/%" PRId64 "/log?fence=%" PRId64 "&offset=%" PRIu64,
                  l->lease, l->fence, from);
         int r = client_post_raw(l->client, path, buf, n, APPEND_TIMEOUT_MS, &rep);
@@ -84,13 +120,12 @@ static int64_t send_chunk(LogShip *l, uint64_t from, uint64_t to, void *buf) {
 
 static void *ship_thread(void *arg) {
         LogShip *l = arg;
-        _cleanup_free_ void *buf = malloc(l->chunk_max);
+        _cleanup_free_ void *buf = NULL;
+        size_t buf_size = 0;
         unsigned backoff = BACKOFF_MIN_MS;
         int result = 0;
 
-        if (!buf)
-                result = -ENOMEM;
-        for (; buf;) {
+        for (;;) {
                 pthread_mutex_lock(&l->lock);
                 while (!l->stop && l->acked >= l->written && !l->closed)
                         pthread_cond_wait(&l->cond, &l->lock);
@@ -106,7 +141,7 @@ static void *ship_thread(void *arg) {
                 uint64_t from = l->acked, to = MIN(l->written, l->acked + l->chunk_max);
                 pthread_mutex_unlock(&l->lock);
 
-                int64_t off = send_chunk(l, from, to, buf);
+                int64_t off = send_chunk(l, from, to, &buf, &buf_size);
                 if (off == -ESTALE) {
                         result = -ESTALE;
                         break;
@@ -124,6 +159,8 @@ static void *ship_thread(void *arg) {
                 l->acked = MIN((uint64_t) off, l->written);
                 pthread_cond_broadcast(&l->cond);
                 pthread_mutex_unlock(&l->lock);
+                if (l->on_acked)
+                        l->on_acked(l->userdata);
         }
         pthread_mutex_lock(&l->lock);
         l->result = result;
@@ -142,20 +179,17 @@ int logship_new(const LogShipConfig *c, LogShip **ret) {
         pthread_cond_init(&l->cond, NULL);
         l->lease = c->lease;
         l->fence = c->fence;
+        l->on_acked = c->on_acked;
+        l->userdata = c->userdata;
         l->max_bytes = c->max_bytes;
         l->chunk_max = c->chunk_max ? c->chunk_max : 4U << 20;
         l->result = 1;
         l->fd = -EBADF;
         l->path = strdup(c->spool_path);
-        if (!l->path) {
+        l->head = malloc(SPOOL_HEAD);
+        if (!l->path || !l->head) {
                 logship_free(l);
                 return -ENOMEM;
-        }
-        l->fd = open(c->spool_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (l->fd < 0) {
-                r = -errno;
-                logship_free(l);
-                return r;
         }
         l->client = c->client;
         client_set_abort(l->client, &l->abort_flag);
@@ -178,10 +212,11 @@ LogShip *logship_free(LogShip *l) {
         }
         if (l->client)
                 client_set_abort(l->client, NULL);
-        safe_close(l->fd);
-        if (l->path)
+        if (l->fd >= 0)
                 (void) unlink(l->path);
+        safe_close(l->fd);
         free(l->path);
+        free(l->head);
         pthread_mutex_destroy(&l->lock);
         pthread_cond_destroy(&l->cond);
         free(l);
@@ -190,8 +225,20 @@ LogShip *logship_free(LogShip *l) {
 
 static int spool_write(LogShip *l, const void *data, size_t n) {
         int r = 0;
+        if (l->written < SPOOL_HEAD) {
+                size_t h = MIN(n, (size_t) (SPOOL_HEAD - l->written));
+                memcpy(l->head + l->written, data, h);
+                l->written += h;
+                data = (const char *) data + h;
+                n -= h;
+        }
         if (n == 0)
                 return 0;
+        if (l->fd < 0) {
+                l->fd = open(l->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+                if (l->fd < 0)
+                        return -errno;
+        }
         ssize_t k = pwrite(l->fd, data, n, (off_t) l->written);
         while (k >= 0 && (size_t) k < n) {
                 ssize_t m = pwrite(l->fd, (const char *) data + k, n - (size_t) k, (off_t) (l->written + (uint64_t) k));

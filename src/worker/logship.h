@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* Log shipping: the masked bytes of one attempt are appended to a spool file
- * in the worker's data directory and sent to the server by byte offset from
- * there, by a thread of their own. A retried append is harmless (the server
+/* Log shipping: the masked bytes of one attempt are spooled (the first 64 KiB
+ * in memory, the rest in a file in the worker's data directory) and sent to
+ * the server by byte offset from there, by a thread of their own. A retried append is harmless (the server
  * keeps bytes it holds); a gap is answered with the server's offset, from
  * which the rest is resent. While the server is unreachable the bytes wait
  * in the spool, so nothing is lost, reordered or sent twice. */
@@ -23,6 +23,9 @@ typedef struct LogShipConfig {
         const char *spool_path;
         uint64_t max_bytes;  /* the log's cap; 0 = none */
         uint64_t chunk_max;  /* bytes per append request */
+        /* Called by the shipping thread after each acknowledged append. */
+        void (*on_acked)(void *userdata);
+        void *userdata;
 } LogShipConfig;
 
 int logship_new(const LogShipConfig *c, LogShip **ret);

@@ -28,7 +28,7 @@ typedef struct Ring {
 typedef struct Service {
         int rfd, wfd;
         Masker *masker;
-        Ring ring;
+        Ring *ring; /* allocated per service: most tasks have none */
 } Service;
 
 struct Output {
@@ -111,7 +111,7 @@ static void service_bytes(Output *o, Service *s, const void *p, size_t n) {
         Buf b = BUF_INIT(0);
         pthread_mutex_lock(&o->lock);
         if (masker_feed(s->masker, p, n, &b) >= 0)
-                ring_append(&s->ring, b.data, b.len);
+                ring_append(s->ring, b.data, b.len);
         pthread_mutex_unlock(&o->lock);
         buf_done(&b);
 }
@@ -207,6 +207,9 @@ int output_new(Masker *m, char *const *secrets, LogShip *ship, size_t n_services
                 s->rfd = p[0];
                 s->wfd = p[1];
                 o->n_services++;
+                s->ring = calloc(1, sizeof(Ring));
+                if (!s->ring)
+                        goto fail_enomem;
                 r = masker_new(secrets, &s->masker);
                 if (r < 0)
                         goto fail;
@@ -217,6 +220,9 @@ int output_new(Masker *m, char *const *secrets, LogShip *ship, size_t n_services
         o->started = true;
         *ret = o;
         return 0;
+fail_enomem:
+        r = -ENOMEM;
+        goto fail;
 fail_errno:
         r = -errno;
 fail:
@@ -239,6 +245,7 @@ Output *output_free(Output *o) {
                 safe_close(o->services[i].rfd);
                 safe_close(o->services[i].wfd);
                 masker_free(o->services[i].masker);
+                free(o->services[i].ring);
         }
         buf_done(&o->out);
         pthread_mutex_destroy(&o->lock);
@@ -277,7 +284,7 @@ void output_printf(Output *o, const char *fmt, ...) {
 int output_service_tail(Output *o, size_t i, char **ret, size_t *ret_size) {
         if (i >= o->n_services)
                 return -EINVAL;
-        Ring *r = &o->services[i].ring;
+        Ring *r = o->services[i].ring;
         pthread_mutex_lock(&o->lock);
         char *s = malloc(r->len + 1);
         if (s) {

@@ -48,6 +48,8 @@ struct Pool {
         Request *requests;
         Dead *dead;
         uint64_t prepared, prepare_usec;
+        unsigned unsettled;   /* warm hand-overs not settled yet */
+        uint64_t quiet_until; /* CLOCK_MONOTONIC µs */
 };
 
 static int prepare(Pool *p, const Slot *slot, const PoolLimits *l, Sandbox **ret) {
@@ -61,9 +63,7 @@ static int prepare(Pool *p, const Slot *slot, const PoolLimits *l, Sandbox **ret
         };
         Sandbox *s = NULL;
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
-        worker_clone_guard_begin();
         int r = sandbox_prepare(&c, &s);
-        worker_clone_guard_end();
         if (r < 0)
                 return r;
         r = workspace_create(sandbox_init_pid(s));
@@ -80,9 +80,14 @@ static int prepare(Pool *p, const Slot *slot, const PoolLimits *l, Sandbox **ret
         return 0;
 }
 
+static bool quiet(const Pool *p, uint64_t now) {
+        return p->unsettled > 0 && now < p->quiet_until;
+}
+
 /* The next thing to do, in order of urgency: a task waiting for a cold
- * sandbox, a pool below its target, a used sandbox to destroy. Called
- * locked; returns false when there is nothing to do. */
+ * sandbox, an empty pool, then (outside a dispatch's quiet time) a used
+ * sandbox to destroy and a pool below its target. Called locked; returns
+ * false when there is nothing to do now. */
 static bool pick(Pool *p, Request **ret_req, Slot **ret_refill, Sandbox **ret_dead) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
 
@@ -101,6 +106,8 @@ static bool pick(Pool *p, Request **ret_req, Slot **ret_refill, Sandbox **ret_de
                         *ret_refill = &p->slots[i];
                         return true;
                 }
+        if (quiet(p, now))
+                return false;
         if (p->dead) {
                 Dead *d = p->dead;
                 p->dead = d->next;
@@ -126,9 +133,16 @@ static void *pool_thread(void *arg) {
                 Sandbox *dead, *s = NULL;
 
                 if (!pick(p, &req, &refill, &dead)) {
+                        uint64_t now = now_usec(CLOCK_MONOTONIC);
+                        uint64_t wait = quiet(p, now) ? p->quiet_until - now : 1000000ULL;
                         struct timespec ts;
                         clock_gettime(CLOCK_REALTIME, &ts);
-                        ts.tv_sec += 1;
+                        ts.tv_sec += (time_t) (wait / 1000000);
+                        ts.tv_nsec += (long) (wait % 1000000) * 1000;
+                        if (ts.tv_nsec >= 1000000000L) {
+                                ts.tv_sec++;
+                                ts.tv_nsec -= 1000000000L;
+                        }
                         pthread_cond_timedwait(&p->wake, &p->lock, &ts);
                         continue;
                 }
@@ -203,6 +217,7 @@ int pool_new(const PoolImage *images, size_t n_images, const PoolLimits *default
                         return -ENOMEM;
                 }
         }
+        sandbox_set_clone_guard(worker_clone_guard_begin, worker_clone_guard_end);
         r = worker_thread_create(&p->thread, pool_thread, p);
         if (r < 0) {
                 p->stop = true; /* nothing to join */
@@ -258,6 +273,8 @@ int pool_acquire(Pool *p, const char *image, const PoolLimits *l, Sandbox **ret,
                 *ret = slot->ready[0];
                 memmove(slot->ready, slot->ready + 1, (slot->n_ready - 1) * sizeof(Sandbox *));
                 slot->n_ready--;
+                p->unsettled++;
+                p->quiet_until = now_usec(CLOCK_MONOTONIC) + POOL_QUIET_MAX_USEC;
                 pthread_cond_broadcast(&p->wake);
                 pthread_mutex_unlock(&p->lock);
                 *ret_warm = true;
@@ -279,6 +296,14 @@ int pool_acquire(Pool *p, const char *image, const PoolLimits *l, Sandbox **ret,
         *ret = req.result;
         *ret_warm = false;
         return 0;
+}
+
+void pool_settle(Pool *p) {
+        pthread_mutex_lock(&p->lock);
+        if (p->unsettled > 0)
+                p->unsettled--;
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->lock);
 }
 
 void pool_release(Pool *p, Sandbox *s) {

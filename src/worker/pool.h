@@ -44,6 +44,14 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Pool *, pool_free);
 /* A sandbox for one task: a warm one when its limits are the defaults and one
  * is ready, else one prepared now. -ENOENT for an unknown image. */
 int pool_acquire(Pool *p, const char *image, const PoolLimits *l, Sandbox **ret, bool *ret_warm);
+/* A warm sandbox's hand-over starts its task's dispatch. Until pool_settle()
+ * (or POOL_QUIET_MAX_USEC) the pool thread does only urgent work (a task
+ * waiting for a sandbox, an image with none ready): refilling and destroying
+ * take a clone of the worker's address space, mounts and tens of milliseconds
+ * of CPU that would otherwise compete with the task's first step and its
+ * first log bytes. Once per warm acquire. */
+#define POOL_QUIET_MAX_USEC (100 * 1000ULL)
+void pool_settle(Pool *p);
 /* Hands a used sandbox back for destruction. */
 void pool_release(Pool *p, Sandbox *s);
 

@@ -59,6 +59,7 @@ typedef struct Run {
         const char *state;
         int exit_code;
         char reason[512]; /* why the attempt ended so, for its finish report */
+        atomic_bool unsettled; /* a warm sandbox's dispatch, see pool_settle() */
 } Run;
 
 /* ---- small helpers ---- */
@@ -86,6 +87,17 @@ _printf_(4, 5) static void run_end(Run *r, const char *state, bool gap, const ch
         run_vwhy(r, gap, fmt, ap);
         va_end(ap);
         r->state = state;
+}
+
+/* The dispatch is over once the task's first log bytes reached the server
+ * (or the task ended, or POOL_QUIET_MAX_USEC passed). */
+static void run_settle(Run *r) {
+        if (atomic_exchange(&r->unsettled, false))
+                pool_settle(r->w->pool);
+}
+
+static void run_settle_cb(void *userdata) {
+        run_settle(userdata);
 }
 
 static int env_set(char ***env, const char *k, const char *v) {
@@ -810,7 +822,8 @@ static void run_attempt(Run *r) {
                 k = run_prepare_env(r);
         snprintf(spool, sizeof spool, "%s/%" PRId64 ".log", r->w->spool_dir, r->t->lease);
         LogShipConfig lc = { .client = r->ship_client, .lease = r->t->lease,
-                             .fence = r->t->fence, .spool_path = spool, .max_bytes = r->cfg->log_max };
+                             .fence = r->t->fence, .spool_path = spool, .max_bytes = r->cfg->log_max,
+                             .on_acked = run_settle_cb, .userdata = r };
         int q = logship_new(&lc, &r->ship);
         if (q < 0)
                 return (void) log_error_errno(q, "Task %" PRId64 ": cannot spool its log: %m", r->t->task_id);
@@ -834,6 +847,7 @@ static void run_attempt(Run *r) {
                               k == -ENOENT ? "this worker does not have that image" : strerror(-k));
                 goto report;
         }
+        atomic_store(&r->unsettled, warm);
         pthread_mutex_lock(&r->w->lock);
         r->t->init_pid = sandbox_init_pid(r->sandbox);
         if (atomic_load(&r->t->lease_lost) || atomic_load(&r->t->hard_stop))
@@ -849,6 +863,7 @@ static void run_attempt(Run *r) {
             (streq(r->state, "succeeded") || streq(r->state, "warning")))
                 r->state = "failed";
 report:
+        run_settle(r);
         output_finish(r->out, 2 * 1000000ULL);
         atomic_fetch_add(&r->w->m.bytes_masked, masker_bytes_masked(r->masker));
         logship_close(r->ship);

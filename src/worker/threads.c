@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <time.h>
@@ -14,16 +15,27 @@
 static pthread_rwlock_t create_lock;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
+/* A thread whose function returned and that was joined is not ended but
+ * parked, and the next worker_thread_create() hands it the new function: a
+ * task's threads then cost no thread creation, no join and no wait for the
+ * clone guard on the dispatch path. At most IDLE_MAX threads stay parked. */
+#define IDLE_MAX 32
+
 typedef struct Entry {
         pthread_t thread;
         void *(*fn)(void *);
         void *arg;
-        sem_t started, done;
+        void *result;
+        sigset_t mask; /* the thread's signal mask as created, restored for each use */
+        sem_t started, run, done;
+        bool exit;
         struct Entry *next;
 } Entry;
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static Entry *registry;
+static Entry *registry; /* handed out, not joined yet */
+static Entry *idle;     /* parked */
+static size_t n_idle;
 
 static void init_lock(void) {
         pthread_rwlockattr_t a;
@@ -34,45 +46,77 @@ static void init_lock(void) {
         pthread_rwlockattr_destroy(&a);
 }
 
+static void sem_wait_uninterrupted(sem_t *s) {
+        while (sem_wait(s) < 0 && errno == EINTR)
+                ;
+}
+
 static void *trampoline(void *p) {
         Entry *e = p;
 
+        (void) pthread_sigmask(SIG_SETMASK, NULL, &e->mask);
         /* glibc marks a thread ready for setxid in its own start-up code, which
          * has run by now; only then may a sandbox be cloned. */
         sem_post(&e->started);
-        void *r = e->fn(e->arg);
-        sem_post(&e->done);
-        return r;
+        for (;;) {
+                e->result = e->fn(e->arg);
+                sem_post(&e->done);
+                sem_wait_uninterrupted(&e->run);
+                if (e->exit)
+                        return NULL;
+                (void) pthread_sigmask(SIG_SETMASK, &e->mask, NULL);
+        }
+}
+
+static void entry_free(Entry *e) {
+        sem_destroy(&e->started);
+        sem_destroy(&e->run);
+        sem_destroy(&e->done);
+        free(e);
 }
 
 int worker_thread_create(pthread_t *t, void *(*fn)(void *), void *arg) {
-        Entry *e = calloc(1, sizeof *e);
+        Entry *e;
         int r;
 
         pthread_once(&once, init_lock);
+        pthread_mutex_lock(&registry_lock);
+        e = idle;
+        if (e) {
+                idle = e->next;
+                n_idle--;
+                e->fn = fn;
+                e->arg = arg;
+                e->next = registry;
+                registry = e;
+                *t = e->thread;
+                pthread_mutex_unlock(&registry_lock);
+                sem_post(&e->run);
+                return 0;
+        }
+        pthread_mutex_unlock(&registry_lock);
+
+        e = calloc(1, sizeof *e);
         if (!e)
                 return -ENOMEM;
         e->fn = fn;
         e->arg = arg;
         sem_init(&e->started, 0, 0);
+        sem_init(&e->run, 0, 0);
         sem_init(&e->done, 0, 0);
         pthread_mutex_lock(&registry_lock);
         pthread_rwlock_rdlock(&create_lock);
         r = pthread_create(&e->thread, NULL, trampoline, e);
         if (r == 0) {
-                while (sem_wait(&e->started) < 0 && errno == EINTR)
-                        ;
+                sem_wait_uninterrupted(&e->started);
                 e->next = registry;
                 registry = e;
                 *t = e->thread;
         }
         pthread_rwlock_unlock(&create_lock);
         pthread_mutex_unlock(&registry_lock);
-        if (r != 0) {
-                sem_destroy(&e->started);
-                sem_destroy(&e->done);
-                free(e);
-        }
+        if (r != 0)
+                entry_free(e);
         return -r;
 }
 
@@ -96,24 +140,35 @@ static void entry_put(Entry *e) {
         pthread_mutex_unlock(&registry_lock);
 }
 
-/* pthread_join() frees the thread's stack under glibc's stack cache lock:
- * done under the read lock, once the thread has nothing left to do. */
-static void join_locked(Entry *e, void **ret) {
+/* The thread's function has returned: park the thread, or end it when enough
+ * are parked. pthread_join() frees the thread's stack under glibc's stack
+ * cache lock: done under the read lock. */
+static void entry_finish(Entry *e, void **ret) {
+        if (ret)
+                *ret = e->result;
+        pthread_mutex_lock(&registry_lock);
+        if (n_idle < IDLE_MAX) {
+                e->next = idle;
+                idle = e;
+                n_idle++;
+                pthread_mutex_unlock(&registry_lock);
+                return;
+        }
+        pthread_mutex_unlock(&registry_lock);
+        e->exit = true;
+        sem_post(&e->run);
         pthread_rwlock_rdlock(&create_lock);
-        pthread_join(e->thread, ret);
+        pthread_join(e->thread, NULL);
         pthread_rwlock_unlock(&create_lock);
-        sem_destroy(&e->started);
-        sem_destroy(&e->done);
-        free(e);
+        entry_free(e);
 }
 
 int worker_thread_join(pthread_t t, void **ret) {
         Entry *e = entry_take(t);
         if (!e)
                 return -ESRCH;
-        while (sem_wait(&e->done) < 0 && errno == EINTR)
-                ;
-        join_locked(e, ret);
+        sem_wait_uninterrupted(&e->done);
+        entry_finish(e, ret);
         return 0;
 }
 
@@ -136,7 +191,7 @@ int worker_thread_timedjoin(pthread_t t, uint64_t timeout_usec) {
                 entry_put(e);
                 return -ETIMEDOUT;
         }
-        join_locked(e, NULL);
+        entry_finish(e, NULL);
         return 0;
 }
 

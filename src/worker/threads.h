@@ -12,10 +12,16 @@
  * starting (glibc marks it "being created" until it runs), a thread being
  * joined or created (both hold the stack cache lock) or a fork in progress
  * leaves the child waiting forever. So the worker creates, joins and forks
- * under a read lock, threads are announced only once they run, and the pool
- * thread prepares sandboxes under the write lock. (No thread is created by a
- * library: libcurl resolves no names itself, see client.c. The malloc arena
- * is covered by giving the pool thread an arena of its own, see worker.c.)
+ * under a read lock, threads are announced only once they run, and the
+ * sandbox engine takes the write lock around each of its clone() calls
+ * (sandbox_set_clone_guard(), set up by the pool) — only there: what the
+ * child inherits is fixed at that instant, so a whole prepare (a mkfs, NAT
+ * set-up: tens of milliseconds) need not hold back a task's threads. Joined
+ * threads are parked and reused by the next create, which then takes no lock
+ * at all: a parked thread is neither starting nor being joined. (No thread
+ * is created by a library: libcurl resolves no names itself, see client.c.
+ * The malloc arena is covered by giving the pool thread an arena of its own,
+ * see worker.c.)
  * The complete fix belongs in the sandbox engine: raw system calls and no
  * malloc() in PID 1 after the clone. */
 

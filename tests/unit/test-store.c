@@ -193,6 +193,72 @@ static void test_group_commit_race(Store *s) {
         CHECK_EQ_INT(total, 600);
 }
 
+typedef struct Waiter {
+        Store *s;
+        int64_t worker;
+        uint64_t timeout_usec;
+        int result;
+        StoreClaim claim;
+} Waiter;
+
+static void *waiter(void *p) {
+        Waiter *w = p;
+        json_t *labels = json_object();
+        StoreGen gen;
+        store_gen_get(w->s, &gen);
+        w->result = store_claim(w->s, w->worker, labels, 1, &w->claim);
+        if (w->result == -EAGAIN)
+                w->result = store_claim_wait(w->s, w->worker, labels, 1, &gen,
+                                             store_now_mono() + w->timeout_usec, &w->claim);
+        json_decref(labels);
+        return NULL;
+}
+
+/* A claim that waits when a job is submitted is made in the submission's own
+ * commit; one that finds nothing times out; a queue change it missed between
+ * looking and parking is not lost. */
+static void test_parked_claim(Store *s) {
+        uint64_t commits0, commits1, ops;
+        pthread_t th;
+        int64_t w = worker(s, "{}", 40);
+
+        Waiter t = { .s = s, .worker = w, .timeout_usec = 50000 };
+        CHECK_EQ_INT(pthread_create(&th, NULL, waiter, &t), 0);
+        pthread_join(th, NULL);
+        CHECK_EQ_INT(t.result, -ETIMEDOUT);
+
+        Waiter a = { .s = s, .worker = w, .timeout_usec = 10 * 1000000ULL };
+        CHECK_EQ_INT(pthread_create(&th, NULL, waiter, &a), 0);
+        usleep(100 * 1000); /* parked by now */
+        store_commit_stats(s, &commits0, &ops);
+        int64_t job = submit(s, "{\"name\":\"parked\"}", 1);
+        pthread_join(th, NULL);
+        store_commit_stats(s, &commits1, &ops);
+        CHECK_EQ_INT(a.result, 0);
+        CHECK_EQ_INT(a.claim.job_id, job);
+        CHECK_EQ_INT(commits1 - commits0, 1);
+        StoreAttempt at;
+        CHECK_EQ_INT(store_attempt_get(s, a.claim.attempt_id, &at), 0);
+        CHECK(at.live);
+        CHECK_EQ_INT(store_lease_finish(s, a.claim.attempt_id, a.claim.fence, w,
+                                        &(StoreFinish) { .state = "succeeded", .exit_code = 0, .log_size = 0 }), 0);
+        store_claim_done(&a.claim);
+
+        /* Queued after the waiter's generation snapshot but before it parks:
+         * the parked claim runs at once and finds it. */
+        StoreGen gen;
+        StoreClaim c;
+        json_t *labels = json_object();
+        store_gen_get(s, &gen);
+        job = submit(s, "{\"name\":\"missed\"}", 1);
+        CHECK_EQ_INT(store_claim_wait(s, w, labels, 1, &gen, store_now_mono() + 10 * 1000000ULL, &c), 0);
+        CHECK_EQ_INT(c.job_id, job);
+        CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w,
+                                        &(StoreFinish) { .state = "succeeded", .exit_code = 0, .log_size = 0 }), 0);
+        store_claim_done(&c);
+        json_decref(labels);
+}
+
 static void test_events_increase(Store *s) {
         json_t *ev, *e;
         size_t i;
@@ -255,6 +321,7 @@ int main(void) {
         test_claim_fence_finish(s);
         test_expiry_and_user_retry(s);
         test_group_commit_race(s);
+        test_parked_claim(s);
         test_events_increase(s);
         test_tokens_and_secrets(s);
         store_close(s);
