@@ -27,6 +27,7 @@ static const Verb verbs[] = {
         { "validate", verb_validate, "check a kiln.yml and show the job it describes" },
         { "version", verb_version, "print kiln's version" },
         { "help", verb_help, "show help for a command" },
+        { "__workspace", verb_workspace_helper, NULL }, /* the worker's own helper */
 };
 
 const Verb *verb_find(const char *name) {
@@ -41,7 +42,8 @@ static void usage(FILE *f) {
                    "kiln runs CI jobs in fresh, isolated sandboxes on your own machines.\n\n"
                    "Commands:\n");
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
-                fprintf(f, "  %-10s %s\n", verbs[i].name, verbs[i].summary);
+                if (verbs[i].summary)
+                        fprintf(f, "  %-10s %s\n", verbs[i].name, verbs[i].summary);
         fprintf(f, "\nRun 'kiln help COMMAND' or 'kiln COMMAND --help' for a command's options.\n");
 }
 

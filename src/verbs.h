@@ -28,5 +28,6 @@ int verb_image(int argc, char **argv);
 int verb_sandbox(int argc, char **argv);
 int verb_worker(int argc, char **argv);
 int verb_validate(int argc, char **argv);
+int verb_workspace_helper(int argc, char **argv);
 int verb_version(int argc, char **argv);
 int verb_help(int argc, char **argv);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <sched.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "fd-util.h"
+#include "parse-util.h"
 #include "fs-util.h"
 #include "log.h"
 #include "macro.h"
@@ -22,6 +24,13 @@
 #include "workspace.h"
 
 #define HELPER_TIMEOUT_USEC (30 * 60 * 1000000ULL)
+
+/* The descriptors an exec'd helper (kiln __workspace) finds open. */
+#define HELPER_FD_MNT 3
+#define HELPER_FD_USER 4
+#define HELPER_FD_ARCHIVE 5
+#define HELPER_FD_REPORT 6
+#define HELPER_ARGS_MAX 512
 
 typedef enum Op {
         OP_CREATE,
@@ -88,10 +97,68 @@ static int child_run(const Job *j, Report *rep) {
         return r;
 }
 
+/* Extracting and packing call into libarchive, which allocates: that runs in
+ * a fresh process image (kiln __workspace), never in a bare fork of the
+ * multi-threaded worker, where any lock another thread held at the fork (an
+ * allocator's — glibc's are reset at fork, a sanitizer's are not — or
+ * libarchive's own) would stay held forever. The argument vector is built
+ * before the fork: the child only moves descriptors and execs. */
+typedef struct HelperArgs {
+        char *argv[HELPER_ARGS_MAX + 1];
+        char nums[5][24];
+} HelperArgs;
+
+static int helper_args(const Job *j, HelperArgs *h) {
+        const ArchiveLimits *l = j->limits ? j->limits : &archive_limits_default;
+        size_t n = 0;
+
+        h->argv[n++] = (char *) "kiln";
+        h->argv[n++] = (char *) "__workspace";
+        h->argv[n++] = (char *) (j->op == OP_EXTRACT ? "extract" : "pack");
+        snprintf(h->nums[0], sizeof h->nums[0], "%" PRIu64, l->max_entries);
+        snprintf(h->nums[1], sizeof h->nums[1], "%" PRIu64, l->max_total_bytes);
+        snprintf(h->nums[2], sizeof h->nums[2], "%" PRIu64, l->max_file_bytes);
+        snprintf(h->nums[3], sizeof h->nums[3], "%zu", l->max_path_len);
+        snprintf(h->nums[4], sizeof h->nums[4], "%u", l->max_depth);
+        for (size_t i = 0; i < ELEMENTSOF(h->nums); i++)
+                h->argv[n++] = h->nums[i];
+        for (char *const *g = j->globs; g && *g; g++) {
+                if (n >= HELPER_ARGS_MAX)
+                        return -E2BIG;
+                h->argv[n++] = *g;
+        }
+        h->argv[n] = NULL;
+        return 0;
+}
+
+/* In the forked child: async-signal-safe calls only. */
+_noreturn_ static void helper_exec(const HelperArgs *h, int mnt, int user, int archive, int report) {
+        int src[] = { mnt, user, archive, report };
+        int dst[] = { HELPER_FD_MNT, HELPER_FD_USER, HELPER_FD_ARCHIVE, HELPER_FD_REPORT };
+        int tmp[ELEMENTSOF(src)];
+
+        /* Out of the way first, so that no move overwrites a source. */
+        for (size_t i = 0; i < ELEMENTSOF(src); i++) {
+                tmp[i] = src[i] < 0 ? -1 : fcntl(src[i], F_DUPFD_CLOEXEC, 16);
+                if (src[i] >= 0 && tmp[i] < 0)
+                        _exit(126);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(src); i++)
+                if (tmp[i] >= 0 && dup2(tmp[i], dst[i]) < 0)
+                        _exit(126);
+        execve("/proc/self/exe", h->argv, environ);
+        _exit(127);
+}
+
 static int run_in_sandbox(pid_t init_pid, const Job *j, uint64_t timeout_usec, Report *ret) {
         _cleanup_close_ int mnt = -EBADF, user = -EBADF;
         _cleanup_close_pair_ int p[2] = { -EBADF, -EBADF };
+        HelperArgs h;
         char path[64];
+        int r;
+
+        if (j->op != OP_CREATE && (r = helper_args(j, &h)) < 0)
+                return r;
 
         *ret = (Report) {};
         snprintf(path, sizeof path, "/proc/%d/ns/mnt", (int) init_pid);
@@ -112,8 +179,10 @@ static int run_in_sandbox(pid_t init_pid, const Job *j, uint64_t timeout_usec, R
                 (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
                 if (getppid() != parent)
                         _exit(1);
+                if (j->op != OP_CREATE)
+                        helper_exec(&h, mnt, user, j->fd, p[1]);
                 p[0] = safe_close(p[0]);
-                int r = enter(mnt, user);
+                r = enter(mnt, user);
                 if (r < 0)
                         snprintf(rep.message, sizeof rep.message, "cannot enter the sandbox (errno %d)", -r);
                 else
@@ -219,4 +288,36 @@ int workspace_warm_up(const char *tmp_dir) {
 finish:
         (void) rm_rf(a);
         return r;
+}
+
+/* kiln __workspace extract|pack MAX_ENTRIES MAX_TOTAL MAX_FILE MAX_PATH MAX_DEPTH [GLOB…]:
+ * the other end of helper_exec(), with descriptors 3-6 open. Not for users. */
+int verb_workspace_helper(int argc, char **argv) {
+        int keep[] = { STDERR_FILENO, HELPER_FD_MNT, HELPER_FD_USER, HELPER_FD_ARCHIVE, HELPER_FD_REPORT };
+        ArchiveLimits l = {};
+        uint64_t path_len = 0;
+        Report rep = {};
+        Job j = { .fd = HELPER_FD_ARCHIVE, .limits = &l };
+        int r;
+
+        if (argc < 7 || (!streq(argv[1], "extract") && !streq(argv[1], "pack")) || safe_atou64(argv[2], &l.max_entries) < 0 ||
+            safe_atou64(argv[3], &l.max_total_bytes) < 0 || safe_atou64(argv[4], &l.max_file_bytes) < 0 ||
+            safe_atou64(argv[5], &path_len) < 0 || safe_atou(argv[6], &l.max_depth) < 0) {
+                log_error("kiln __workspace is the worker's own helper, not a command.");
+                return 2;
+        }
+        l.max_path_len = (size_t) path_len;
+        j.op = streq(argv[1], "extract") ? OP_EXTRACT : OP_PACK;
+        j.globs = argv + 7;
+        (void) close_all_fds(keep, ELEMENTSOF(keep));
+        r = enter(HELPER_FD_MNT, HELPER_FD_USER);
+        (void) close(HELPER_FD_MNT);
+        (void) close(HELPER_FD_USER);
+        if (r < 0)
+                snprintf(rep.message, sizeof rep.message, "cannot enter the sandbox (errno %d)", -r);
+        else
+                r = child_run(&j, &rep);
+        rep.error = r < 0 ? -r : 0;
+        (void) loop_write(HELPER_FD_REPORT, &rep, sizeof rep);
+        return r < 0 ? 1 : 0;
 }

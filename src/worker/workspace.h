@@ -28,3 +28,7 @@ int workspace_pack(pid_t init_pid, char *const *globs, int out_fd, const Archive
  * helper child is forked (kiln binds libarchive lazily; resolving a symbol
  * in a child forked from a multi-threaded process could deadlock). */
 int workspace_warm_up(const char *tmp_dir);
+
+/* kiln __workspace: the process that extracts and packs inside a sandbox
+ * (run by the functions above; also declared in verbs.h). */
+int verb_workspace_helper(int argc, char **argv);
