@@ -32,7 +32,7 @@ static void put(Buf *b, const char *fmt, ...) {
 
 static void render(Worker *w, Buf *b) {
         PoolStats ps[POOL_IMAGES_MAX];
-        uint64_t n_prep = 0, sum_prep = 0;
+        uint64_t n_prep = 0, sum_prep = 0, retired = 0;
         size_t n = w->pool ? pool_stats(w->pool, ps, ELEMENTSOF(ps)) : 0;
 
         put(b, "# TYPE kiln_worker_pool_ready gauge\n");
@@ -42,10 +42,12 @@ static void render(Worker *w, Buf *b) {
         for (size_t i = 0; i < n; i++)
                 put(b, "kiln_worker_pool_target{image=\"%s\"} %u\n", ps[i].name, ps[i].target);
         if (w->pool)
-                pool_prepare_times(w->pool, &n_prep, &sum_prep);
+                pool_prepare_times(w->pool, &n_prep, &sum_prep, &retired);
         put(b, "# TYPE kiln_worker_sandbox_prepare_seconds summary\n");
         put(b, "kiln_worker_sandbox_prepare_seconds_sum %.6f\n", (double) sum_prep / 1e6);
         put(b, "kiln_worker_sandbox_prepare_seconds_count %" PRIu64 "\n", n_prep);
+        put(b, "# TYPE kiln_worker_pool_retired_total counter\nkiln_worker_pool_retired_total %" PRIu64 "\n",
+            retired);
         put(b, "# TYPE kiln_worker_claim_to_start_seconds histogram\n");
         for (size_t i = 0; i < ELEMENTSOF(w->m.claim_to_start_bucket); i++)
                 put(b, "kiln_worker_claim_to_start_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
