@@ -809,10 +809,20 @@ static void run_attempt(Run *r) {
                 output_printf(r->out, "[kiln] invalid resources in the job spec\n");
                 goto report;
         }
+        /* An image the worker does not serve yet: pulled from the server
+         * (verified by digest, unpacked once) if it published one. */
+        if (!pool_has_image(r->w->pool, image)) {
+                k = worker_image_ensure(r->w, image);
+                if (k < 0 && k != -ENOENT) {
+                        output_printf(r->out, "[kiln] image '%s': pulling it from the server failed: %s\n", image,
+                                      strerror(-k));
+                        goto report;
+                }
+        }
         k = pool_acquire(r->w->pool, image, &limits, &r->sandbox, &warm);
         if (k < 0) {
                 output_printf(r->out, "[kiln] no sandbox for image '%s': %s\n", image,
-                              k == -ENOENT ? "this worker does not have that image" : strerror(-k));
+                              k == -ENOENT ? "neither this worker nor the server has that image" : strerror(-k));
                 goto report;
         }
         pthread_mutex_lock(&r->w->lock);

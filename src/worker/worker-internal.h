@@ -12,6 +12,8 @@
 #include <sys/types.h>
 
 #include "client.h"
+#include "image-store.h"
+#include "images.h"
 #include "pool.h"
 #include "worker.h"
 
@@ -63,6 +65,13 @@ struct Worker {
         /* Ended task threads waiting to be joined (n_finished ≤ n of tasks). */
         pthread_t *finished;
         size_t n_finished, max_finished;
+
+        /* images.c: the list and pulls are guarded by image_lock. */
+        pthread_mutex_t image_lock;
+        ImageStore *store;
+        WorkerImageState images[POOL_IMAGES_MAX];
+        size_t n_images;
+        atomic_bool images_changed;
 };
 
 int worker_client_get(Worker *w, Client **ret);

@@ -1,6 +1,6 @@
 """The worker and image revisions: the warm pool follows `current`, a worker
 pulls the images it is configured with (or a task names) from the server by
-digest, and scheduled rebuilds take one of the worker's slots."""
+digest."""
 import json
 import os
 import socket
@@ -92,3 +92,67 @@ def test_warm_pool_follows_the_current_revision(tmpdir_path):
     finally:
         w.stop()
         srv.cleanup()
+
+
+def push(data, srv, name):
+    p = kiln("image", "push", name, "--data", data, "--server", srv.url, "--token", srv.admin, "--json")
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)["digest"]
+
+
+def reported(srv, worker, image):
+    ws = srv.client().get("/api/v1/workers").json()["workers"]
+    w = [w for w in ws if w["name"] == worker][-1]
+    return w["info"]["images"].get(image, {})
+
+
+def test_worker_pulls_what_it_follows_and_what_a_task_names(tmpdir_path):
+    builder = os.path.join(tmpdir_path, "builder")
+    imp(builder, "bb", busybox_tar(tmpdir_path, "A"))
+    srv = Server().start()
+    w = None
+    try:
+        digest_a = push(builder, srv, "bb")
+        w = WorkerProc(srv, "puller", args=["--image", "bb", "--pool", "bb=1", "--image-poll", "1s",
+                                            "--default-image", "bb"]).start()
+        local = os.path.join(w.data, "images")
+        # Pulled at start, before the pool prepares anything, and reported.
+        assert run_rev(srv) == b"A\n"
+        assert show(os.path.dirname(local), "bb")["digest"] == digest_a
+        assert "Image 'bb': pulling %s" % digest_a in w.log()
+        assert wait_for(lambda: reported(srv, "puller", "bb").get("digest") == digest_a, timeout=10), \
+            srv.client().get("/api/v1/workers").json()
+
+        # A new revision published on the server is pulled by the next poll;
+        # the warm sandbox of A is retired.
+        imp(builder, "bb", busybox_tar(tmpdir_path, "B"))
+        digest_b = push(builder, srv, "bb")
+        assert wait_for(lambda: show(os.path.dirname(local), "bb")["digest"] == digest_b, timeout=20), w.log()
+        assert run_rev(srv) == b"B\n"
+        assert wait_for(lambda: reported(srv, "puller", "bb").get("digest") == digest_b, timeout=10)
+        # Unpacked once: one revision per digest, and a rollback published
+        # on the server switches back without fetching anything.
+        kiln("image", "rollback", "bb", "--data", builder, check=True)
+        push(builder, srv, "bb")
+        assert wait_for(lambda: show(os.path.dirname(local), "bb")["digest"] == digest_a, timeout=20), w.log()
+        assert [r["digest"] for r in show(os.path.dirname(local), "bb")["revisions"]] == [digest_a, digest_b]
+        assert "already here" in w.log()
+        assert run_rev(srv) == b"A\n"
+
+        # A task naming an image the worker does not serve: pulled for it.
+        imp(builder, "cc", busybox_tar(tmpdir_path, "C"))
+        digest_c = push(builder, srv, "cc")
+        assert run_rev(srv, image="cc") == b"C\n"
+        assert show(os.path.dirname(local), "cc")["digest"] == digest_c
+        assert wait_for(lambda: reported(srv, "puller", "cc").get("digest") == digest_c, timeout=10)
+
+        # One nobody has fails with a message saying so.
+        j = submit(srv, {"name": "none", "image": "nosuch", "steps": [{"run": "true"}]})
+        t = wait_job(srv, j["id"], timeout=30)["tasks"][0]
+        assert t["state"] == "failed"
+        assert b"neither this worker nor the server has that image" in task_log(srv, t["id"])
+    finally:
+        if w:
+            w.stop()
+        srv.cleanup()
+
