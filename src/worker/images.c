@@ -10,9 +10,12 @@
 
 #include "fs-util.h"
 #include "image-remote.h"
+#include "image-schedule.h"
 #include "image-store.h"
 #include "images.h"
 #include "log.h"
+#include "rebuild.h"
+#include "strv.h"
 #include "threads.h"
 #include "worker-internal.h"
 
@@ -223,12 +226,25 @@ void *worker_images_thread(void *arg) {
         Worker *w = arg;
         const WorkerConfig *c = w->cfg;
         _cleanup_(client_freep) Client *cl = NULL;
+        size_t n = strv_length(c->rebuilds);
+        ImageSchedule sched[n > 0 ? n : 1];
+        time_t next[n > 0 ? n : 1];
         uint64_t next_sync = now_usec(CLOCK_MONOTONIC) + c->image_poll_usec, next_report = 0;
         json_t *last = NULL;
 
         if (client_new(c->server, w->session, &cl) < 0)
                 return NULL;
+        for (size_t i = 0; i < n; i++) {
+                /* Validated by the caller. */
+                (void) image_schedule_parse(c->rebuilds[i], &sched[i]);
+                next[i] = image_schedule_next(&sched[i], time(NULL));
+        }
         while (!atomic_load(&w->draining)) {
+                for (size_t i = 0; i < n && !atomic_load(&w->draining); i++)
+                        if (time(NULL) >= next[i]) {
+                                (void) rebuild_run(w, sched[i].name);
+                                next[i] = image_schedule_next(&sched[i], time(NULL));
+                        }
                 uint64_t now = now_usec(CLOCK_MONOTONIC);
                 if (c->image_poll_usec > 0 && now >= next_sync) {
                         (void) worker_images_sync(w, false);

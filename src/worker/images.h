@@ -3,8 +3,8 @@
 
 /* The worker's images (docs/worker.md, *Images*): the list it serves, the
  * ones it follows from the server by name (pulled by digest into the image
- * store under its data directory, unpacked once) and what it reports to the
- * server. */
+ * store under its data directory, unpacked once), what it reports to the
+ * server, and the scheduled rebuilds, which take one of its slots. */
 
 #include <jansson.h>
 #include <pthread.h>
@@ -37,6 +37,6 @@ int worker_images_sync(Worker *w, bool startup);
  * server and adds it to the pool. -ENOENT when the server has none. */
 int worker_image_ensure(Worker *w, const char *name);
 
-/* The thread that polls the server and reports; it ends once the worker
- * drains. */
+/* The thread that polls the server, reports and runs scheduled rebuilds
+ * (rebuild.h); it ends once the worker drains. */
 void *worker_images_thread(void *worker);

@@ -71,8 +71,13 @@ static void render(Worker *w, Buf *b) {
         put(b, "# TYPE kiln_worker_leases_lost_total counter\nkiln_worker_leases_lost_total %" PRIu64 "\n",
             atomic_load(&w->m.leases_lost));
         pthread_mutex_lock(&w->lock);
-        unsigned used = w->used_slots, tasks = w->n_tasks;
+        unsigned used = w->used_slots, tasks = w->n_tasks, rebuilding = w->rebuild_running;
         pthread_mutex_unlock(&w->lock);
+        put(b, "# TYPE kiln_worker_rebuilds_total counter\nkiln_worker_rebuilds_total %" PRIu64 "\n",
+            atomic_load(&w->m.rebuilds));
+        put(b, "# TYPE kiln_worker_rebuilds_failed_total counter\nkiln_worker_rebuilds_failed_total %" PRIu64 "\n",
+            atomic_load(&w->m.rebuilds_failed));
+        put(b, "# TYPE kiln_worker_rebuild_running gauge\nkiln_worker_rebuild_running %u\n", rebuilding);
         put(b, "# TYPE kiln_worker_slots gauge\nkiln_worker_slots %u\n", w->cfg->slots);
         put(b, "# TYPE kiln_worker_slots_used gauge\nkiln_worker_slots_used %u\n", used);
         put(b, "# TYPE kiln_worker_tasks_running gauge\nkiln_worker_tasks_running %u\n", tasks);

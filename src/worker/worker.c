@@ -20,7 +20,9 @@
 #include "fs-util.h"
 #include "log.h"
 #include "images.h"
+#include "image-schedule.h"
 #include "metrics.h"
+#include "rebuild.h"
 #include "sandbox.h"
 #include "worker-internal.h"
 #include "workspace.h"
@@ -133,6 +135,12 @@ static int worker_register(Worker *w) {
 
 /* ---- claims ---- */
 
+/* Called locked. */
+static unsigned claimable_slots(Worker *w) {
+        unsigned busy = w->used_slots + (w->rebuild_waiting ? 1 : 0);
+        return w->cfg->slots - MIN(busy, w->cfg->slots);
+}
+
 static void *claim_thread(void *arg) {
         Worker *w = arg;
         _cleanup_(client_freep) Client *cl = NULL;
@@ -144,9 +152,11 @@ static void *claim_thread(void *arg) {
         client_set_abort(cl, (const atomic_bool *) &w->draining);
         while (!atomic_load(&w->draining)) {
                 pthread_mutex_lock(&w->lock);
-                while (w->used_slots >= w->cfg->slots && !atomic_load(&w->draining))
+                unsigned free_slots;
+                /* A rebuild waiting for a slot gets the next one that is free. */
+                while ((free_slots = claimable_slots(w)) == 0 && !atomic_load(&w->draining))
                         pthread_cond_wait(&w->cond, &w->lock);
-                unsigned free_slots = w->cfg->slots - MIN(w->used_slots, w->cfg->slots);
+                w->claim_asked = free_slots;
                 pthread_mutex_unlock(&w->lock);
                 if (atomic_load(&w->draining))
                         break;
@@ -173,6 +183,10 @@ static void *claim_thread(void *arg) {
                         backoff = MIN(backoff * 2, 2 * 1000000ULL);
                 }
                 client_reply_done(&rep);
+                pthread_mutex_lock(&w->lock);
+                w->claim_asked = 0;
+                pthread_cond_broadcast(&w->cond);
+                pthread_mutex_unlock(&w->lock);
         }
         return NULL;
 }
@@ -334,6 +348,7 @@ static void leftovers_remove(Worker *w) {
 
 static void stop_all_tasks(Worker *w) {
         pthread_mutex_lock(&w->lock);
+        rebuild_kill_locked(w);
         for (Task *t = w->tasks; t; t = t->next) {
                 atomic_store(&t->hard_stop, true);
                 task_kill_sandbox_locked(t);
@@ -389,7 +404,7 @@ static int worker_loop(Worker *w) {
                 }
                 if (level > 0) {
                         pthread_mutex_lock(&w->lock);
-                        bool idle = w->n_tasks == 0;
+                        bool idle = w->n_tasks == 0 && !w->rebuild_running;
                         pthread_mutex_unlock(&w->lock);
                         if (idle) {
                                 reap_task_threads(w);
@@ -409,6 +424,11 @@ int worker_run(const WorkerConfig *c) {
                 return log_error_errno(EINVAL, "A server URL and a registration token are required");
         if (c->slots < 1 || c->n_images < 1)
                 return log_error_errno(EINVAL, "A worker needs at least one slot and one image");
+        for (char **e = c->rebuilds; e && *e; e++) {
+                ImageSchedule sc;
+                if (image_schedule_parse(*e, &sc) < 0)
+                        return log_error_errno(EINVAL, "Invalid rebuild schedule '%s': expected NAME@HH:MM", *e);
+        }
 
         /* A sandbox's init is a raw clone() of the pool thread and goes on
          * using that thread's malloc arena. glibc lets threads share arenas
@@ -500,6 +520,7 @@ int worker_run(const WorkerConfig *c) {
         r = worker_loop(w);
         atomic_store(&w->draining, true);
         pthread_mutex_lock(&w->lock);
+        rebuild_kill_locked(w); /* only after a drain timeout or a second stop request */
         pthread_cond_broadcast(&w->cond);
         pthread_mutex_unlock(&w->lock);
         (void) worker_thread_join(claim, NULL);

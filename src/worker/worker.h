@@ -46,6 +46,8 @@ typedef struct WorkerConfig {
         ArchiveLimits artifact_limits;
         const char *metrics_listen;  /* ADDR:PORT for /metrics, or NULL */
         uint64_t image_poll_usec;    /* how often followed images are compared with the server; 0 = never */
+        char **rebuilds;             /* "NAME@HH:MM": daily rebuilds in one of the slots */
+        const char *base_cache;      /* --base-cache of the rebuilds, or NULL */
         int stop_fd;                 /* eventfd owned by the caller, or -1 */
 } WorkerConfig;
 

@@ -1,10 +1,13 @@
 """The worker and image revisions: the warm pool follows `current`, a worker
 pulls the images it is configured with (or a task names) from the server by
-digest."""
+digest, and scheduled rebuilds take one of the worker's slots."""
 import json
 import os
+import shutil
 import socket
 import subprocess
+import threading
+import time
 import urllib.request
 
 import pytest
@@ -156,3 +159,115 @@ def test_worker_pulls_what_it_follows_and_what_a_task_names(tmpdir_path):
             w.stop()
         srv.cleanup()
 
+
+BASE_CACHE = os.environ.get("KILN_TEST_IMAGE_CACHE", "/var/tmp/kiln-test-image-cache")
+REBUILD_SCRIPT = "date +%s.%N > /etc/rev\n"
+
+
+def image_events(srv):
+    body = srv.client().get("/api/v1/events?after=0&follow=0").body.decode()
+    return [e for e in (json.loads(l[6:]) for l in body.splitlines() if l.startswith("data: "))
+            if e["type"] == "image"]
+
+
+def next_minute():
+    """HH:MM of the next minute boundary at least 20 s away, and its time."""
+    t = time.time()
+    at = (int(t) // 60 + 1) * 60
+    if at - t < 20:
+        at += 60
+    return time.strftime("%H:%M", time.localtime(at)), at
+
+
+def test_scheduled_rebuild_runs_once_in_one_slot(tmpdir_path):
+    if not shutil.which("mmdebstrap"):
+        pytest.skip("mmdebstrap is not installed (tools/install-deps installs it)")
+    data = os.path.join(tmpdir_path, "wdata")
+    script = os.path.join(tmpdir_path, "rev.sh")
+    with open(script, "w") as f:
+        f.write(REBUILD_SCRIPT)
+    # A minbase image whose recipe only runs a one-line script: with the
+    # base cache a rebuild takes seconds.
+    p = kiln("image", "build", "rb", "--data", data, "--base-cache", BASE_CACHE, "--from", "debian:bookworm",
+             "--script", script, "--validate", "test -s /etc/rev", "--tries", "1", "--json", timeout=900)
+    if p.returncode != 0:
+        out = json.loads(p.stdout) if p.stdout.strip() else {}
+        if out.get("failed_step") == "base":
+            pytest.skip("mmdebstrap could not build bookworm (Debian mirror unreachable?)")
+        raise AssertionError(p.stderr)
+    before = show(data, "rb")
+    assert before["current"] == 1
+
+    srv = Server().start()
+    port = free_port()
+    hhmm, at = next_minute()
+    w = WorkerProc(srv, "rebuilder", data=data, args=[
+        "--image", "rb", "--default-image", "rb", "--pool", "rb=1", "--slots", "2", "--claim-wait", "2s",
+        "--rebuild", "rb@" + hhmm, "--base-cache", BASE_CACHE, "--metrics", "127.0.0.1:%d" % port]).start()
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                m = metrics(port)
+                samples.append((time.time(), m["kiln_worker_rebuild_running"], m["kiln_worker_tasks_running"],
+                                m["kiln_worker_slots_used"]))
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    jobs = []
+    try:
+        # Keep the worker busy (a few sleeping jobs queued at all times)
+        # until the rebuild has run and a little after.
+        deadline = at + 240
+        while time.time() < deadline:
+            queued = sum(1 for j in jobs[-6:] if j["state"] == "queued")
+            if queued < 3:
+                jobs.append(submit(srv, {"name": "busy", "steps": [{"run": "sleep 2"}]}))
+            jobs[-6:] = [srv.client().get("/api/v1/jobs/%d" % j["id"]).json() for j in jobs[-6:]]
+            m = metrics(port)
+            if m["kiln_worker_rebuilds_total"] >= 1 and m["kiln_worker_rebuild_running"] == 0:
+                break
+            time.sleep(0.3)
+        after_rebuild = time.time()
+        # It runs once: still one a few seconds later, with jobs still coming.
+        for _ in range(10):
+            jobs.append(submit(srv, {"name": "busy", "steps": [{"run": "sleep 1"}]}))
+            time.sleep(0.5)
+        m = metrics(port)
+        assert m["kiln_worker_rebuilds_total"] == 1 and m["kiln_worker_rebuilds_failed_total"] == 0, w.log()
+    finally:
+        stop.set()
+        sampler.join()
+    try:
+        during = [s for s in samples if s[1] == 1]
+        assert during, "the rebuild was never seen running: %s" % w.log()
+        assert max(s[3] for s in samples) <= 2, "more slots used than the worker has"
+        assert max(s[2] for s in during) <= 1, "two tasks ran during the rebuild"
+        # Busy meanwhile: one task alongside the rebuild, two without it.
+        assert any(s[2] == 1 for s in during)
+        assert any(s[1] == 0 and s[2] == 2 for s in samples)
+        assert during[0][0] >= at - 1, "the rebuild started before %s" % hhmm
+
+        now = show(data, "rb")
+        assert now["current"] == 2 and now["last_build"]["status"] == "succeeded", now
+        assert now["last_build"]["revision"] == 2 and now["last_build"]["seconds"] > 0
+        assert at - 1 <= now["last_build"]["finished"] <= after_rebuild + 1
+        rev2 = now["revisions"][-1]
+        assert rev2["recipe"] == before["revisions"][0]["recipe"] and rev2["validation"]["passed"] == 1
+        evs = image_events(srv)
+        assert [(e["state"], e["id"], e["scheduled"]) for e in evs] == [("build_succeeded", 2, True)], evs
+        assert evs[0]["digest"] == now["digest"] and evs[0]["seconds"] > 0
+        assert "Scheduled rebuild of 'rb' succeeded" in w.log()
+
+        # The pool follows the new revision.
+        with open(os.path.join(rev2["rootfs"], "etc", "rev"), "rb") as f:
+            rev2_text = f.read()
+        t = wait_job(srv, submit(srv, {"name": "rev", "steps": [{"run": "cat /etc/rev"}]})["id"], timeout=120)
+        assert task_log(srv, t["tasks"][0]["id"]) == rev2_text
+    finally:
+        w.stop()
+        srv.cleanup()
