@@ -25,6 +25,7 @@ typedef struct ImageOpts {
         const char *data;
         ImageRemote remote;
         bool scheduled;
+        bool no_publish;
         bool json;
         ImageRecipe recipe;
         char **args;
@@ -60,12 +61,15 @@ static void image_usage(FILE *f) {
                 "                       rebuild: report the outcome (an event) and publish\n"
                 "                       the new revision [$KILN_SERVER]\n"
                 "  --scheduled          (rebuild) mark the report as a scheduled rebuild\n"
+                "  --no-publish         with --server: report the outcome, do not publish\n"
+                "                       (kiln worker --rebuild: a worker's session may report)\n"
                 "  --token TOKEN        an admin token (push) or user token (pull) [$KILN_TOKEN]\n"
                 "  --json               machine-readable output\n");
 }
 
 enum { ARG_DATA = 0x100, ARG_FROM, ARG_PACKAGES, ARG_SCRIPT, ARG_VALIDATE, ARG_TRIES, ARG_MIN_SUCCESS, ARG_KEEP,
-       ARG_BIND, ARG_TIMEOUT, ARG_BASE_CACHE, ARG_JSON, ARG_SERVER, ARG_TOKEN, ARG_SCHEDULED };
+       ARG_BIND, ARG_TIMEOUT, ARG_BASE_CACHE, ARG_JSON, ARG_SERVER, ARG_TOKEN, ARG_SCHEDULED,
+       ARG_NO_PUBLISH };
 
 static int parse_packages(const char *s, char ***l) {
         _cleanup_free_ char *copy = strdup(s);
@@ -104,6 +108,7 @@ static int parse_opts(int argc, char **argv, ImageOpts *o) {
                 { "server", required_argument, NULL, ARG_SERVER },
                 { "token", required_argument, NULL, ARG_TOKEN },
                 { "scheduled", no_argument, NULL, ARG_SCHEDULED },
+                { "no-publish", no_argument, NULL, ARG_NO_PUBLISH },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
@@ -201,6 +206,9 @@ static int parse_opts(int argc, char **argv, ImageOpts *o) {
                 case ARG_SCHEDULED:
                         o->scheduled = true;
                         break;
+                case ARG_NO_PUBLISH:
+                        o->no_publish = true;
+                        break;
                 default:
                         return -EINVAL;
                 }
@@ -287,12 +295,13 @@ static int publish_build(const ImageOpts *o, ImageStore *s, const char *name, co
         json_decref(info);
         k = outcome ? image_report_build(&o->remote, name, outcome) : -ENOMEM;
         json_decref(outcome);
-        if (k >= 0 && res->committed)
+        if (k >= 0 && res->committed && !o->no_publish)
                 k = image_push(s, &o->remote, name, res->rev, digest);
         if (k < 0)
                 log_error_errno(k, "Failed to report the build of '%s' to %s: %m", name, o->remote.server);
         else if (!o->json)
-                printf("reported to %s%s\n", o->remote.server, res->committed ? " and published" : "");
+                printf("reported to %s%s\n", o->remote.server,
+                       res->committed && !o->no_publish ? " and published" : "");
         return k;
 }
 

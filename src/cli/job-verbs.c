@@ -381,7 +381,13 @@ static void print_object_kv(FILE *f, json_t *o) {
                 fputc('=', f);
                 if (json_is_string(v))
                         cli_print_safe(f, json_string_value(v));
-                else
+                else if (json_is_object(v)) {
+                        /* An image: {"warm", "digest", "revision"} (older workers: the warm count). */
+                        const char *d = json_string_value(json_object_get(v, "digest"));
+                        fprintf(f, "%" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(v, "warm")));
+                        if (d && strlen(d) > 19)
+                                fprintf(f, "@%.12s", d + 7);
+                } else
                         fprintf(f, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
                 first = false;
         }

@@ -203,6 +203,9 @@ static void top_draw(Api *api, TopData *d, bool colour) {
                 const char *wname = json_string_value(json_object_get(w, "name"));
                 bool local = d->pool_ready && wname && streq(wname, "local");
                 json_object_foreach(json_object_get(json_object_get(w, "info"), "images"), img, n) {
+                        /* {"warm", "digest", …}, or the warm count from older workers. */
+                        if (json_is_object(n))
+                                n = json_object_get(n, "warm");
                         put_safe(img, 20);
                         if (local)
                                 printw(" %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " warm  ",

@@ -12,6 +12,8 @@
 
 #include "fd-util.h"
 #include "fs-util.h"
+#include "image-schedule.h"
+#include "image-store.h"
 #include "log.h"
 #include "parse-util.h"
 #include "sandbox.h"
@@ -36,6 +38,13 @@ static void worker_usage(FILE *f) {
                 "  --labels K=V,…          labels jobs can require\n"
                 "  --image NAME=DIR        an image: a root file system directory (repeatable;\n"
                 "                          'host' is always there)\n"
+                "  --image NAME            an image of the image store under --data, pulled from\n"
+                "                          the server (by digest, verified) when absent or when\n"
+                "                          the server publishes another revision\n"
+                "  --image-poll D          how often those are compared with the server [30s]\n"
+                "  --rebuild NAME@HH:MM    rebuild NAME daily at local HH:MM with its recorded\n"
+                "                          recipe, in one of the slots (repeatable)\n"
+                "  --base-cache DIR        mmdebstrap base cache of the rebuilds\n"
                 "  --pool IMAGE=N          keep N sandboxes of IMAGE prepared (repeatable)\n"
                 "  --default-image NAME    for jobs that name none [host]\n"
                 "  --data DIR              state: log spool, blob cache [/var/lib/kiln/worker]\n"
@@ -58,6 +67,7 @@ enum {
         ARG_SERVER = 0x100, ARG_TOKEN, ARG_TOKEN_FILE, ARG_NAME, ARG_SLOTS, ARG_LABELS, ARG_IMAGE, ARG_POOL, ARG_DEFAULT_IMAGE,
         ARG_DATA, ARG_DRAIN, ARG_GRACE, ARG_TASK_TIMEOUT, ARG_LOG_MAX, ARG_CLAIM_WAIT, ARG_CANCEL_POLL,
         ARG_MEMORY, ARG_PIDS, ARG_CPUS, ARG_DISK, ARG_WS_FILES, ARG_WS_BYTES, ARG_ART_BYTES, ARG_METRICS, ARG_NETWORK,
+        ARG_IMAGE_POLL, ARG_REBUILD, ARG_BASE_CACHE,
 };
 
 typedef struct Opts {
@@ -183,6 +193,18 @@ static int parse_one(Opts *o, int c, const char *arg) {
                 w->slots = (unsigned) n;
                 return r;
         case ARG_IMAGE: {
+                if (!strchr(arg, '=')) {
+                        if (!image_name_valid(arg)) {
+                                log_error("--image: invalid image name '%s'", arg);
+                                return -EINVAL;
+                        }
+                        WorkerImage *img = image_get(o, arg, true);
+                        if (!img)
+                                return -ENOMEM;
+                        img->managed = true;
+                        img->path = "";
+                        return 0;
+                }
                 r = split_kv("--image", arg, &k, &v);
                 if (r < 0)
                         return r;
@@ -198,7 +220,18 @@ static int parse_one(Opts *o, int c, const char *arg) {
                 }
                 o->strings[o->n_strings++] = p;
                 img->path = p;
+                img->managed = false;
                 return 0;
+        }
+        case ARG_IMAGE_POLL: return opt_duration("--image-poll", arg, &w->image_poll_usec);
+        case ARG_BASE_CACHE: w->base_cache = arg; return 0;
+        case ARG_REBUILD: {
+                ImageSchedule sc;
+                if (image_schedule_parse(arg, &sc) < 0) {
+                        log_error("--rebuild: expected NAME@HH:MM (local time), not '%s'", arg);
+                        return -EINVAL;
+                }
+                return strv_extend(&w->rebuilds, arg) < 0 ? -ENOMEM : 0;
         }
         case ARG_POOL: {
                 r = split_kv("--pool", arg, &k, &v);
@@ -264,6 +297,9 @@ static int parse_options(int argc, char **argv, Opts *o) {
                 { "artifact-max-bytes", required_argument, NULL, ARG_ART_BYTES },
                 { "metrics", required_argument, NULL, ARG_METRICS },
                 { "network", required_argument, NULL, ARG_NETWORK },
+                { "image-poll", required_argument, NULL, ARG_IMAGE_POLL },
+                { "rebuild", required_argument, NULL, ARG_REBUILD },
+                { "base-cache", required_argument, NULL, ARG_BASE_CACHE },
                 {},
         };
         int c;
@@ -296,7 +332,8 @@ static int parse_options(int argc, char **argv, Opts *o) {
                 return -ENOMEM;
         for (size_t i = 0; i < o->cfg.n_images; i++)
                 if (!o->images[i].path) {
-                        log_error("--pool: unknown image '%s' (define it with --image NAME=DIR)", o->images[i].name);
+                        log_error("--pool: unknown image '%s' (define it with --image NAME=DIR or --image NAME)",
+                                  o->images[i].name);
                         return -EINVAL;
                 }
         if (!image_get(o, o->cfg.default_image, false)) {
@@ -363,6 +400,7 @@ int verb_worker(int argc, char **argv) {
         r = worker_run(&o.cfg) < 0 ? 1 : 0;
 finish:
         strv_free(o.cfg.labels);
+        strv_free(o.cfg.rebuilds);
         for (size_t i = 0; i < o.n_strings; i++)
                 free(o.strings[i]);
         return r;

@@ -198,10 +198,70 @@ static int find_local_digest(ImageStore *s, const char *name, const char *digest
         return -ENOENT;
 }
 
+int image_remote_ref(const ImageRemote *rm, const char *name, char ret_digest[static 72], json_t **ret_meta) {
+        _cleanup_free_ char *path = NULL;
+        json_t *ref = NULL;
+        int k;
+
+        if (asprintf(&path, "/api/v1/images/%s", name) < 0)
+                return -ENOMEM;
+        k = api_json(rm, "GET", path, NULL, &ref);
+        if (k < 0)
+                return k;
+        const char *digest = json_string_value(json_object_get(ref, "digest"));
+        if (!digest || strlen(digest) != 71 || !strneq(digest, "sha256:", 7)) {
+                json_decref(ref);
+                return log_error_errno(EBADMSG, "The server's image '%s' has no digest", name);
+        }
+        snprintf(ret_digest, 72, "%s", digest);
+        if (ret_meta)
+                *ret_meta = json_deep_copy(json_object_get(ref, "meta")) ?: json_object();
+        json_decref(ref);
+        return 0;
+}
+
+int image_current_digest(ImageStore *s, const char *name, unsigned *ret_rev, char ret_digest[static 72]) {
+        json_t *m = NULL;
+        unsigned rev;
+        int k;
+
+        k = image_current(s, name, &rev);
+        if (k < 0)
+                return k;
+        k = image_rev_meta(s, name, rev, &m);
+        if (k < 0)
+                return k;
+        const char *d = json_string_value(json_object_get(m, "digest"));
+        if (!d || strlen(d) != 71) {
+                json_decref(m);
+                return -EBADMSG;
+        }
+        snprintf(ret_digest, 72, "%s", d);
+        json_decref(m);
+        if (ret_rev)
+                *ret_rev = rev;
+        return 0;
+}
+
 int image_pull(ImageStore *s, const ImageRemote *rm, const char *name, unsigned *ret_rev, char ret_digest[static 72],
                bool *ret_fetched) {
-        _cleanup_free_ char *path = NULL, *staging = NULL, *archive = NULL, *rootfs = NULL;
-        json_t *ref = NULL, *meta = NULL;
+        json_t *meta = NULL;
+        int k;
+
+        k = image_remote_ref(rm, name, ret_digest, &meta);
+        if (k == -ENOENT)
+                return log_error_errno(k, "The server has no image '%s'", name);
+        if (k < 0)
+                return k;
+        k = image_fetch(s, rm, name, ret_digest, meta, ret_rev, ret_fetched);
+        json_decref(meta);
+        return k;
+}
+
+int image_fetch(ImageStore *s, const ImageRemote *rm, const char *name, const char *digest, json_t *ref_meta,
+                unsigned *ret_rev, bool *ret_fetched) {
+        _cleanup_free_ char *staging = NULL, *archive = NULL, *rootfs = NULL;
+        json_t *meta = NULL;
         ArchiveError err = {};
         uint8_t d[crypto_hash_sha256_BYTES];
         char got[72];
@@ -209,23 +269,11 @@ int image_pull(ImageStore *s, const ImageRemote *rm, const char *name, unsigned 
         Transfer t;
         int k, log_fd = -EBADF;
 
-        if (asprintf(&path, "/api/v1/images/%s", name) < 0)
+        meta = ref_meta ? json_deep_copy(ref_meta) : json_object();
+        if (!meta)
                 return -ENOMEM;
-        k = api_json(rm, "GET", path, NULL, &ref);
-        if (k == -ENOENT)
-                return log_error_errno(k, "The server has no image '%s'", name);
-        if (k < 0)
-                return k;
-        const char *digest = json_string_value(json_object_get(ref, "digest"));
-        if (!digest || strlen(digest) != 71) {
-                json_decref(ref);
-                return log_error_errno(EBADMSG, "The server's image '%s' has no digest", name);
-        }
-        snprintf(ret_digest, 72, "%s", digest);
-        meta = json_deep_copy(json_object_get(ref, "meta")) ?: json_object();
-        json_decref(ref);
         bool had = image_current(s, name, &before) >= 0;
-        if (find_local_digest(s, name, ret_digest, &rev) >= 0) {
+        if (find_local_digest(s, name, digest, &rev) >= 0) {
                 json_decref(meta);
                 *ret_fetched = false;
                 *ret_rev = rev;
@@ -240,16 +288,16 @@ int image_pull(ImageStore *s, const ImageRemote *rm, const char *name, unsigned 
                 json_decref(meta);
                 return k < 0 ? k : -ENOMEM;
         }
-        dprintf(lfd, "== pull %s from %s\n", ret_digest, rm->server);
+        dprintf(lfd, "== pull %s from %s\n", digest, rm->server);
         _cleanup_close_ int fd = open(archive, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-        k = fd < 0 ? -errno : blob_transfer(rm, ret_digest, fd, false, 0, &t);
+        k = fd < 0 ? -errno : blob_transfer(rm, digest, fd, false, 0, &t);
         if (k >= 0) {
                 crypto_hash_sha256_final(&t.hash, d);
                 memcpy(got, "sha256:", 7);
                 for (size_t i = 0; i < sizeof d; i++)
                         snprintf(got + 7 + 2 * i, 3, "%02x", d[i]);
-                if (!streq(got, ret_digest))
-                        k = log_error_errno(EBADMSG, "The blob's digest is %s, not %s: refused", got, ret_digest);
+                if (!streq(got, digest))
+                        k = log_error_errno(EBADMSG, "The blob's digest is %s, not %s: refused", got, digest);
         }
         _cleanup_close_ int rfd = k >= 0 ? open(rootfs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -EBADF;
         if (k >= 0 && (rfd < 0 || lseek(fd, 0, SEEK_SET) < 0))
@@ -257,12 +305,12 @@ int image_pull(ImageStore *s, const ImageRemote *rm, const char *name, unsigned 
         if (k >= 0) {
                 k = archive_extract_rootfs(fd, rfd, &image_rootfs_limits, 0, NULL, &err);
                 if (k < 0)
-                        log_error_errno(k, "Failed to unpack %s: %s", ret_digest, err.message);
+                        log_error_errno(k, "Failed to unpack %s: %s", digest, err.message);
         }
         (void) unlink(archive);
         if (k < 0) {
                 json_t *fail = json_pack("{s:s, s:i, s:s, s:s}", "status", "failed", "revision", (json_int_t) rev,
-                                         "step", "pull", "digest", ret_digest);
+                                         "step", "pull", "digest", digest);
                 (void) image_rev_abort(s, name, rev, fail);
                 json_decref(fail);
                 json_decref(meta);
@@ -278,9 +326,9 @@ int image_pull(ImageStore *s, const ImageRemote *rm, const char *name, unsigned 
         /* The unpacked tree must pack to the very bytes the server holds. */
         json_t *m = NULL;
         k = image_rev_meta(s, name, rev, &m);
-        if (k >= 0 && !streq(json_string_value(json_object_get(m, "digest")) ?: "", ret_digest)) {
+        if (k >= 0 && !streq(json_string_value(json_object_get(m, "digest")) ?: "", digest)) {
                 log_error("Revision %u of '%s' packs to %s, not %s: removed", rev, name,
-                          json_string_value(json_object_get(m, "digest")), ret_digest);
+                          json_string_value(json_object_get(m, "digest")), digest);
                 if (had)
                         (void) image_switch(s, name, before);
                 (void) image_remove(s, name, rev);

@@ -5,6 +5,8 @@
  * (docs/images.md, *Distribution*): the revision's rootfs.tar.zst is a
  * content-addressed blob; PUT /api/v1/images/NAME names the current one. */
 
+#include <stdbool.h>
+
 #include <jansson.h>
 
 #include "image-store.h"
@@ -21,8 +23,22 @@ int image_push(ImageStore *s, const ImageRemote *remote, const char *name, unsig
 /* Reports a build's outcome (POST /api/v1/images/NAME/builds): an event. */
 int image_report_build(const ImageRemote *remote, const char *name, json_t *outcome);
 
-/* Fetches NAME's published revision, verifies its digest while writing it
- * to disk, unpacks it as a new local revision (or switches to the local
- * revision that already has that digest) and makes it current. */
+/* The digest (and meta, if ret_meta) of NAME's published revision; -ENOENT
+ * when the server has none. */
+int image_remote_ref(const ImageRemote *remote, const char *name, char ret_digest[static 72], json_t **ret_meta);
+
+/* The current local revision and its digest; -ENOENT when there is none. */
+int image_current_digest(ImageStore *s, const char *name, unsigned *ret_rev, char ret_digest[static 72]);
+
+/* Makes the blob digest NAME's current local revision: switches to the local
+ * revision that already has that digest, or streams the blob to disk while
+ * hashing it (a mismatch is refused), unpacks it as a new revision and
+ * commits it, which must pack to the same digest. ref_meta (borrowed, may be
+ * NULL) becomes the new revision's meta. What kiln image pull and the worker
+ * (kiln worker --image NAME) run. */
+int image_fetch(ImageStore *s, const ImageRemote *remote, const char *name, const char *digest, json_t *ref_meta,
+                unsigned *ret_rev, bool *ret_fetched);
+
+/* image_remote_ref() + image_fetch(): NAME's published revision made current. */
 int image_pull(ImageStore *s, const ImageRemote *remote, const char *name, unsigned *ret_rev,
                char ret_digest[static 72], bool *ret_fetched);

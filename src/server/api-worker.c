@@ -244,6 +244,30 @@ static int body_fence(Request *r, json_t *body, int64_t *ret) {
         return 0;
 }
 
+int api_worker_heartbeat(Request *r) {
+        static const char *const keys[] = { "images", NULL };
+        json_t *body, *images;
+        int k;
+
+        if (http_body_json(r, &body) < 0)
+                return 0;
+        images = json_object_get(body, "images");
+        if (http_check_keys(r, body, keys) < 0) {
+                json_decref(body);
+                return 0;
+        }
+        if (images && (!json_is_object(images) || json_object_size(images) > 256)) {
+                json_decref(body);
+                return http_error(r, 400, "invalid_field", json_pack("{s:s}", "path", "images"),
+                                  "images: an object of at most 256 entries");
+        }
+        k = store_worker_heartbeat(r->srv->store, r->token.worker_id, images);
+        json_decref(body);
+        if (k < 0)
+                return http_errno(r, k, "worker heartbeat");
+        return http_json(r, 200, json_pack("{s:I}", "worker", (json_int_t) r->token.worker_id));
+}
+
 int api_heartbeat(Request *r) {
         static const char *const keys[] = { "fence", NULL };
         json_t *body;

@@ -46,6 +46,7 @@ const Route server_routes[] = {
           api_worker_register },
         { "GET", "/api/v1/workers", USERS, BODY_NONE, NULL, NULL, api_worker_list },
         { "POST", "/api/v1/workers/claim", SESSION, BODY_JSON, NULL, NULL, api_claim },
+        { "POST", "/api/v1/workers/heartbeat", SESSION, BODY_JSON, NULL, NULL, api_worker_heartbeat },
         { "POST", "/api/v1/leases/*/heartbeat", SESSION, BODY_JSON, NULL, NULL, api_heartbeat },
         { "POST", "/api/v1/leases/*/log", SESSION, BODY_RAW, NULL, NULL, api_log_append },
         { "POST", "/api/v1/leases/*/finish", SESSION, BODY_JSON, NULL, NULL, api_finish },

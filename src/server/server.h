@@ -173,6 +173,7 @@ int api_worker_register(Request *r);
 int api_worker_list(Request *r);
 int api_claim(Request *r);
 int api_heartbeat(Request *r);
+int api_worker_heartbeat(Request *r);
 int api_finish(Request *r);
 int api_log_append(Request *r);
 int api_log_get(Request *r);

@@ -48,6 +48,37 @@ static int worker_touch(Store *s, StoreConn *c, int64_t worker_id) {
         return was_offline ? store_event_add(s, c, "worker", worker_id, 0, "online", NULL) : 0;
 }
 
+typedef struct WorkerBeatArgs {
+        int64_t worker_id;
+        const char *images; /* JSON text, or NULL */
+} WorkerBeatArgs;
+
+static int worker_heartbeat_op(Store *s, StoreConn *c, void *userdata) {
+        WorkerBeatArgs *a = userdata;
+        sqlite3_stmt *st;
+        int r;
+
+        r = worker_touch(s, c, a->worker_id);
+        if (r < 0 || !a->images)
+                return r;
+        r = conn_prepare(c, "UPDATE workers SET info = json_set(info, '$.images', json(?)) WHERE id = ?", &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, a->images, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, a->worker_id);
+        r = conn_step(c, st);
+        return r < 0 ? r : 0;
+}
+
+int store_worker_heartbeat(Store *s, int64_t worker_id, json_t *images) {
+        _cleanup_free_ char *text = images ? json_dumps(images, JSON_COMPACT) : NULL;
+        WorkerBeatArgs a = { .worker_id = worker_id, .images = text };
+
+        if (images && !text)
+                return -ENOMEM;
+        return store_write(s, worker_heartbeat_op, &a);
+}
+
 /* Labels a task needs ⊆ labels the worker has. */
 static bool labels_match(const char *needed_text, json_t *have) {
         json_t *needed, *v;

@@ -96,6 +96,8 @@ int store_worker_register(Store *s, json_t *info, const uint8_t session_hash[STO
                           int64_t *ret_id);
 int store_worker_get_labels(Store *s, int64_t id, json_t **ret_labels, unsigned *ret_slots);
 int store_worker_list(Store *s, json_t **ret);
+/* The worker is alive; images (borrowed, may be NULL) replaces info.images. */
+int store_worker_heartbeat(Store *s, int64_t worker_id, json_t *images);
 /* Marks workers not seen within max_age as offline (one event each). */
 int store_workers_reap(Store *s, uint64_t max_age_usec, unsigned *ret_n);
 

@@ -32,7 +32,7 @@ static void put(Buf *b, const char *fmt, ...) {
 
 static void render(Worker *w, Buf *b) {
         PoolStats ps[POOL_IMAGES_MAX];
-        uint64_t n_prep = 0, sum_prep = 0;
+        uint64_t n_prep = 0, sum_prep = 0, retired = 0;
         size_t n = w->pool ? pool_stats(w->pool, ps, ELEMENTSOF(ps)) : 0;
 
         put(b, "# TYPE kiln_worker_pool_ready gauge\n");
@@ -42,10 +42,12 @@ static void render(Worker *w, Buf *b) {
         for (size_t i = 0; i < n; i++)
                 put(b, "kiln_worker_pool_target{image=\"%s\"} %u\n", ps[i].name, ps[i].target);
         if (w->pool)
-                pool_prepare_times(w->pool, &n_prep, &sum_prep);
+                pool_prepare_times(w->pool, &n_prep, &sum_prep, &retired);
         put(b, "# TYPE kiln_worker_sandbox_prepare_seconds summary\n");
         put(b, "kiln_worker_sandbox_prepare_seconds_sum %.6f\n", (double) sum_prep / 1e6);
         put(b, "kiln_worker_sandbox_prepare_seconds_count %" PRIu64 "\n", n_prep);
+        put(b, "# TYPE kiln_worker_pool_retired_total counter\nkiln_worker_pool_retired_total %" PRIu64 "\n",
+            retired);
         put(b, "# TYPE kiln_worker_claim_to_start_seconds histogram\n");
         for (size_t i = 0; i < ELEMENTSOF(w->m.claim_to_start_bucket); i++)
                 put(b, "kiln_worker_claim_to_start_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
@@ -69,8 +71,13 @@ static void render(Worker *w, Buf *b) {
         put(b, "# TYPE kiln_worker_leases_lost_total counter\nkiln_worker_leases_lost_total %" PRIu64 "\n",
             atomic_load(&w->m.leases_lost));
         pthread_mutex_lock(&w->lock);
-        unsigned used = w->used_slots, tasks = w->n_tasks;
+        unsigned used = w->used_slots, tasks = w->n_tasks, rebuilding = w->rebuild_running;
         pthread_mutex_unlock(&w->lock);
+        put(b, "# TYPE kiln_worker_rebuilds_total counter\nkiln_worker_rebuilds_total %" PRIu64 "\n",
+            atomic_load(&w->m.rebuilds));
+        put(b, "# TYPE kiln_worker_rebuilds_failed_total counter\nkiln_worker_rebuilds_failed_total %" PRIu64 "\n",
+            atomic_load(&w->m.rebuilds_failed));
+        put(b, "# TYPE kiln_worker_rebuild_running gauge\nkiln_worker_rebuild_running %u\n", rebuilding);
         put(b, "# TYPE kiln_worker_slots gauge\nkiln_worker_slots %u\n", w->cfg->slots);
         put(b, "# TYPE kiln_worker_slots_used gauge\nkiln_worker_slots_used %u\n", used);
         put(b, "# TYPE kiln_worker_tasks_running gauge\nkiln_worker_tasks_running %u\n", tasks);

@@ -8,33 +8,41 @@
 #include <time.h>
 
 #include "threads.h"
+#include "fd-util.h"
 #include "fs-util.h"
+#include "image-store.h"
 #include "log.h"
 #include "pool.h"
 #include "workspace.h"
 
 #define RETRY_USEC (1000 * 1000ULL)
+#define REVISION_CHECK_USEC (1000 * 1000ULL)
+
+/* A sandbox and the image revision it was prepared from: the resolved root
+ * file system directory, held (image_hold()) until the sandbox is destroyed,
+ * so that neither keep-K pruning nor kiln image rm removes it under a task. */
+typedef struct Held {
+        Sandbox *s;
+        int hold_fd;
+        char *rootfs;
+        struct Held *next;
+} Held;
 
 typedef struct Slot {
         PoolImage img;
-        Sandbox **ready;
-        size_t n_ready;
+        Held **ready;
+        size_t n_ready, max_ready;
         uint64_t failed_until; /* back off after a failed prepare */
 } Slot;
 
 typedef struct Request {
         const Slot *slot;
         PoolLimits limits;
-        Sandbox *result;
+        Held *result;
         int error;
         bool done;
         struct Request *next;
 } Request;
-
-typedef struct Dead {
-        Sandbox *s;
-        struct Dead *next;
-} Dead;
 
 struct Pool {
         pthread_mutex_t lock;
@@ -46,15 +54,67 @@ struct Pool {
         size_t n_slots;
         PoolLimits defaults;
         Request *requests;
-        Dead *dead;
-        uint64_t prepared, prepare_usec;
+        Held *busy; /* handed to tasks */
+        Held *dead;
+        uint64_t prepared, prepare_usec, retired;
+        uint64_t next_revision_check;
         unsigned unsettled;   /* warm hand-overs not settled yet */
         uint64_t quiet_until; /* CLOCK_MONOTONIC µs */
 };
 
-static int prepare(Pool *p, const Slot *slot, const PoolLimits *l, Sandbox **ret) {
+static void held_free(Held *h) {
+        if (!h)
+                return;
+        safe_close(h->hold_fd);
+        free(h->rootfs);
+        free(h);
+}
+
+/* What the image's path resolves to now (current switched by a build, an
+ * import, a pull or a rollback), or NULL for "host" and unresolvable paths. */
+static char *slot_resolve(const Slot *slot) {
+        if (streq(slot->img.path, "host"))
+                return NULL;
+        return realpath(slot->img.path, NULL);
+}
+
+static void retire_locked(Pool *p, Slot *slot, size_t i, const char *current) {
+        Held *h = slot->ready[i];
+        log_info("Retiring warm sandbox %s of image '%s': prepared from %s, current is %s", sandbox_id(h->s),
+                 slot->img.name, h->rootfs, current);
+        memmove(slot->ready + i, slot->ready + i + 1, (slot->n_ready - i - 1) * sizeof(Held *));
+        slot->n_ready--;
+        h->next = p->dead;
+        p->dead = h;
+        p->retired++;
+}
+
+/* Warm sandboxes of a revision that is no longer current are destroyed, not
+ * used; the refill prepares the current one. */
+static void retire_stale_locked(Pool *p, Slot *slot, const char *current) {
+        if (!current)
+                return;
+        for (size_t i = slot->n_ready; i > 0; i--)
+                if (!streq(slot->ready[i - 1]->rootfs, current))
+                        retire_locked(p, slot, i - 1, current);
+}
+
+static void retire_stale(Pool *p) {
+        pthread_mutex_lock(&p->lock);
+        size_t n = p->n_slots;
+        pthread_mutex_unlock(&p->lock);
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *cur = slot_resolve(&p->slots[i]);
+                pthread_mutex_lock(&p->lock);
+                retire_stale_locked(p, &p->slots[i], cur);
+                pthread_mutex_unlock(&p->lock);
+        }
+}
+
+static int prepare(Pool *p, const Slot *slot, const PoolLimits *l, Held **ret) {
+        _cleanup_free_ char *rootfs = NULL;
+        _cleanup_close_ int hold = -EBADF;
         SandboxConfig c = {
-                .image = slot->img.path,
                 .memory_max = l->memory_max,
                 .pids_max = l->pids_max,
                 .cpu_millis = l->cpu_millis,
@@ -63,20 +123,42 @@ static int prepare(Pool *p, const Slot *slot, const PoolLimits *l, Sandbox **ret
         };
         Sandbox *s = NULL;
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
-        int r = sandbox_prepare(&c, &s);
-        if (r < 0)
+        int r;
+
+        /* The sandbox gets the resolved revision, never the current link, and
+         * keeps it whatever current becomes. */
+        if (streq(slot->img.path, "host"))
+                rootfs = strdup("host");
+        else {
+                hold = image_hold(slot->img.path, &rootfs);
+                if (hold < 0)
+                        return log_warning_errno(hold, "Image '%s': cannot use '%s': %m", slot->img.name,
+                                                 slot->img.path);
+        }
+        if (!rootfs)
+                return -ENOMEM;
+        Held *h = calloc(1, sizeof *h);
+        if (!h)
+                return -ENOMEM;
+        c.image = rootfs;
+        r = sandbox_prepare(&c, &s);
+        if (r < 0) {
+                free(h);
                 return r;
+        }
         r = workspace_create(sandbox_init_pid(s));
         if (r < 0) {
                 log_warning_errno(r, "Failed to create %s in sandbox %s: %m", WORKSPACE_DIR, sandbox_id(s));
                 sandbox_destroy(s);
+                free(h);
                 return r;
         }
+        *h = (Held) { .s = s, .hold_fd = TAKE_FD(hold), .rootfs = TAKE_PTR(rootfs) };
         pthread_mutex_lock(&p->lock);
         p->prepared++;
         p->prepare_usec += now_usec(CLOCK_MONOTONIC) - t0;
         pthread_mutex_unlock(&p->lock);
-        *ret = s;
+        *ret = h;
         return 0;
 }
 
@@ -88,7 +170,7 @@ static bool quiet(const Pool *p, uint64_t now) {
  * sandbox, an empty pool, then (outside a dispatch's quiet time) a used
  * sandbox to destroy and a pool below its target. Called locked; returns
  * false when there is nothing to do now. */
-static bool pick(Pool *p, Request **ret_req, Slot **ret_refill, Sandbox **ret_dead) {
+static bool pick(Pool *p, Request **ret_req, Slot **ret_refill, Held **ret_dead) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
 
         *ret_req = NULL;
@@ -109,10 +191,8 @@ static bool pick(Pool *p, Request **ret_req, Slot **ret_refill, Sandbox **ret_de
         if (quiet(p, now))
                 return false;
         if (p->dead) {
-                Dead *d = p->dead;
-                p->dead = d->next;
-                *ret_dead = d->s;
-                free(d);
+                *ret_dead = p->dead;
+                p->dead = p->dead->next;
                 return true;
         }
         for (size_t i = 0; i < p->n_slots; i++)
@@ -130,8 +210,15 @@ static void *pool_thread(void *arg) {
         while (!p->stop) {
                 Request *req;
                 Slot *refill;
-                Sandbox *dead, *s = NULL;
+                Held *dead, *s = NULL;
 
+                if (now_usec(CLOCK_MONOTONIC) >= p->next_revision_check) {
+                        p->next_revision_check = now_usec(CLOCK_MONOTONIC) + REVISION_CHECK_USEC;
+                        pthread_mutex_unlock(&p->lock);
+                        retire_stale(p);
+                        pthread_mutex_lock(&p->lock);
+                        continue;
+                }
                 if (!pick(p, &req, &refill, &dead)) {
                         uint64_t now = now_usec(CLOCK_MONOTONIC);
                         uint64_t wait = quiet(p, now) ? p->quiet_until - now : 1000000ULL;
@@ -168,20 +255,24 @@ static void *pool_thread(void *arg) {
                                 refill->ready[refill->n_ready++] = s;
                 } else {
                         pthread_mutex_unlock(&p->lock);
-                        (void) sandbox_destroy(dead);
+                        (void) sandbox_destroy(dead->s);
+                        held_free(dead);
                         pthread_mutex_lock(&p->lock);
                 }
         }
         /* Everything this thread created dies with it, but the host-side state
          * is removed properly here. */
         for (size_t i = 0; i < p->n_slots; i++)
-                while (p->slots[i].n_ready > 0)
-                        (void) sandbox_destroy(p->slots[i].ready[--p->slots[i].n_ready]);
+                while (p->slots[i].n_ready > 0) {
+                        Held *h = p->slots[i].ready[--p->slots[i].n_ready];
+                        (void) sandbox_destroy(h->s);
+                        held_free(h);
+                }
         while (p->dead) {
-                Dead *d = p->dead;
+                Held *d = p->dead;
                 p->dead = d->next;
                 (void) sandbox_destroy(d->s);
-                free(d);
+                held_free(d);
         }
         for (Request *q = p->requests; q; q = q->next)
                 if (!q->done) {
@@ -191,6 +282,17 @@ static void *pool_thread(void *arg) {
         pthread_cond_broadcast(&p->done);
         pthread_mutex_unlock(&p->lock);
         return NULL;
+}
+
+static int slot_init(Slot *s, const PoolImage *img) {
+        s->img.name = strdup(img->name);
+        s->img.path = strdup(img->path);
+        s->img.target = img->target;
+        s->max_ready = MAX(img->target, 1U);
+        s->ready = calloc(s->max_ready, sizeof(Held *));
+        if (!s->img.name || !s->img.path || !s->ready)
+                return -ENOMEM;
+        return 0;
 }
 
 int pool_new(const PoolImage *images, size_t n_images, const PoolLimits *defaults, Pool **ret) {
@@ -207,14 +309,10 @@ int pool_new(const PoolImage *images, size_t n_images, const PoolLimits *default
         pthread_cond_init(&p->done, NULL);
         p->defaults = *defaults;
         for (size_t i = 0; i < n_images; i++) {
-                Slot *s = &p->slots[p->n_slots++];
-                s->img.name = strdup(images[i].name);
-                s->img.path = strdup(images[i].path);
-                s->img.target = images[i].target;
-                s->ready = calloc(MAX(images[i].target, 1U), sizeof(Sandbox *));
-                if (!s->img.name || !s->img.path || !s->ready) {
+                r = slot_init(&p->slots[p->n_slots++], &images[i]);
+                if (r < 0) {
                         pool_free(p);
-                        return -ENOMEM;
+                        return r;
                 }
         }
         sandbox_set_clone_guard(worker_clone_guard_begin, worker_clone_guard_end);
@@ -239,6 +337,11 @@ Pool *pool_free(Pool *p) {
         pthread_mutex_unlock(&p->lock);
         if (running && p->thread)
                 (void) worker_thread_join(p->thread, NULL);
+        while (p->busy) {
+                Held *h = p->busy;
+                p->busy = h->next;
+                held_free(h);
+        }
         for (size_t i = 0; i < p->n_slots; i++) {
                 free(p->slots[i].img.name);
                 free(p->slots[i].img.path);
@@ -251,7 +354,7 @@ Pool *pool_free(Pool *p) {
         return NULL;
 }
 
-static Slot *slot_find(Pool *p, const char *image) {
+static Slot *slot_find_locked(Pool *p, const char *image) {
         for (size_t i = 0; i < p->n_slots; i++)
                 if (streq(p->slots[i].img.name, image))
                         return &p->slots[i];
@@ -259,24 +362,60 @@ static Slot *slot_find(Pool *p, const char *image) {
 }
 
 bool pool_has_image(Pool *p, const char *image) {
-        return slot_find(p, image) != NULL;
+        pthread_mutex_lock(&p->lock);
+        bool found = slot_find_locked(p, image) != NULL;
+        pthread_mutex_unlock(&p->lock);
+        return found;
+}
+
+int pool_add_image(Pool *p, const PoolImage *img) {
+        int r = 0;
+
+        pthread_mutex_lock(&p->lock);
+        if (slot_find_locked(p, img->name))
+                r = -EEXIST;
+        else if (p->n_slots >= POOL_IMAGES_MAX)
+                r = -E2BIG;
+        else {
+                /* Slots never move: a Request points at one. */
+                r = slot_init(&p->slots[p->n_slots], img);
+                if (r >= 0)
+                        p->n_slots++;
+                else {
+                        free(p->slots[p->n_slots].img.name);
+                        free(p->slots[p->n_slots].img.path);
+                        free(p->slots[p->n_slots].ready);
+                        p->slots[p->n_slots] = (Slot) {};
+                }
+                pthread_cond_broadcast(&p->wake);
+        }
+        pthread_mutex_unlock(&p->lock);
+        return r;
 }
 
 int pool_acquire(Pool *p, const char *image, const PoolLimits *l, Sandbox **ret, bool *ret_warm) {
-        Slot *slot = slot_find(p, image);
+        pthread_mutex_lock(&p->lock);
+        Slot *slot = slot_find_locked(p, image);
+        pthread_mutex_unlock(&p->lock);
         if (!slot)
                 return -ENOENT;
+        /* A task starts on the revision that is current now. */
+        _cleanup_free_ char *current = slot_resolve(slot);
 
         pthread_mutex_lock(&p->lock);
+        retire_stale_locked(p, slot, current);
         if (memcmp(l, &p->defaults, sizeof *l) == 0 && slot->n_ready > 0) {
                 /* Oldest first: it has been ready the longest. */
-                *ret = slot->ready[0];
-                memmove(slot->ready, slot->ready + 1, (slot->n_ready - 1) * sizeof(Sandbox *));
+                Held *h = slot->ready[0];
+                memmove(slot->ready, slot->ready + 1, (slot->n_ready - 1) * sizeof(Held *));
                 slot->n_ready--;
                 p->unsettled++;
                 p->quiet_until = now_usec(CLOCK_MONOTONIC) + POOL_QUIET_MAX_USEC;
+                h->next = p->busy;
+                p->busy = h;
                 pthread_cond_broadcast(&p->wake);
                 pthread_mutex_unlock(&p->lock);
+                *ret = h->s;
                 *ret_warm = true;
                 return 0;
         }
@@ -290,10 +429,14 @@ int pool_acquire(Pool *p, const char *image, const PoolLimits *l, Sandbox **ret,
                         *q = req.next;
                         break;
                 }
+        if (req.error >= 0) {
+                req.result->next = p->busy;
+                p->busy = req.result;
+        }
         pthread_mutex_unlock(&p->lock);
         if (req.error < 0)
                 return req.error;
-        *ret = req.result;
+        *ret = req.result->s;
         *ret_warm = false;
         return 0;
 }
@@ -307,23 +450,27 @@ void pool_settle(Pool *p) {
 }
 
 void pool_release(Pool *p, Sandbox *s) {
-        Dead *d;
-
         if (!s)
                 return;
         /* Nothing inside may run on while it waits for destruction. */
         (void) sandbox_signal_all(s, SIGKILL);
-        d = malloc(sizeof *d);
         pthread_mutex_lock(&p->lock);
-        if (!d || p->stop) {
+        Held *h = NULL;
+        for (Held **q = &p->busy; *q; q = &(*q)->next)
+                if ((*q)->s == s) {
+                        h = *q;
+                        *q = h->next;
+                        break;
+                }
+        if (!h || p->stop) {
                 /* Cannot queue it: the pool thread's exit kills it anyway. */
                 pthread_mutex_unlock(&p->lock);
-                free(d);
+                held_free(h);
                 log_warning("Sandbox %s could not be queued for destruction", sandbox_id(s));
                 return;
         }
-        *d = (Dead) { .s = s, .next = p->dead };
-        p->dead = d;
+        h->next = p->dead;
+        p->dead = h;
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->lock);
 }
@@ -340,9 +487,10 @@ size_t pool_stats(Pool *p, PoolStats *ret, size_t max) {
         return n;
 }
 
-void pool_prepare_times(Pool *p, uint64_t *ret_count, uint64_t *ret_sum_usec) {
+void pool_prepare_times(Pool *p, uint64_t *ret_count, uint64_t *ret_sum_usec, uint64_t *ret_retired) {
         pthread_mutex_lock(&p->lock);
         *ret_count = p->prepared;
         *ret_sum_usec = p->prepare_usec;
+        *ret_retired = p->retired;
         pthread_mutex_unlock(&p->lock);
 }

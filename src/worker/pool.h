@@ -6,7 +6,14 @@
  * It keeps `target` prepared sandboxes per image, hands them to tasks, builds
  * a cold one when a task needs limits the warm ones do not have (or none is
  * ready), and refills in the background after each use. A sandbox serves
- * exactly one task attempt. */
+ * exactly one task attempt.
+ *
+ * Images follow revisions: a sandbox is prepared from the revision its image
+ * path resolves to at that moment (image_hold(): a kiln image store's
+ * current link is resolved once and the revision held until the sandbox is
+ * destroyed), so a running task keeps its revision. Warm sandboxes of a
+ * revision that is no longer current are retired — destroyed instead of
+ * used, when a task asks or within a second — and replaced by the refill. */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -41,6 +48,9 @@ int pool_new(const PoolImage *images, size_t n_images, const PoolLimits *default
 Pool *pool_free(Pool *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Pool *, pool_free);
 
+/* Adds an image (a pulled one) at run time; -EEXIST when it is there. */
+int pool_add_image(Pool *p, const PoolImage *img);
+
 /* A sandbox for one task: a warm one when its limits are the defaults and one
  * is ready, else one prepared now. -ENOENT for an unknown image. */
 int pool_acquire(Pool *p, const char *image, const PoolLimits *l, Sandbox **ret, bool *ret_warm);
@@ -56,5 +66,7 @@ void pool_settle(Pool *p);
 void pool_release(Pool *p, Sandbox *s);
 
 size_t pool_stats(Pool *p, PoolStats *ret, size_t max);
-void pool_prepare_times(Pool *p, uint64_t *ret_count, uint64_t *ret_sum_usec);
+/* Sandboxes prepared, their total preparation time, and warm sandboxes
+ * retired because their revision was no longer current. */
+void pool_prepare_times(Pool *p, uint64_t *ret_count, uint64_t *ret_sum_usec, uint64_t *ret_retired);
 bool pool_has_image(Pool *p, const char *image);

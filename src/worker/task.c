@@ -841,10 +841,19 @@ static void run_attempt(Run *r) {
                 run_why(r, false, "invalid resources in the job spec");
                 goto report;
         }
+        /* An image the worker does not serve yet: pulled from the server
+         * (verified by digest, unpacked once) if it published one. */
+        if (!pool_has_image(r->w->pool, image)) {
+                k = worker_image_ensure(r->w, image);
+                if (k < 0 && k != -ENOENT) {
+                        run_why(r, false, "image '%s': pulling it from the server failed: %s", image, strerror(-k));
+                        goto report;
+                }
+        }
         k = pool_acquire(r->w->pool, image, &limits, &r->sandbox, &warm);
         if (k < 0) {
                 run_why(r, false, "no sandbox for image '%s': %s", image,
-                              k == -ENOENT ? "this worker does not have that image" : strerror(-k));
+                        k == -ENOENT ? "neither this worker nor the server has that image" : strerror(-k));
                 goto report;
         }
         atomic_store(&r->unsettled, warm);

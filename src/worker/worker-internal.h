@@ -12,6 +12,8 @@
 #include <sys/types.h>
 
 #include "client.h"
+#include "image-store.h"
+#include "images.h"
 #include "pool.h"
 #include "worker.h"
 
@@ -41,6 +43,7 @@ typedef struct WorkerMetrics {
         _Atomic uint64_t claim_to_start_count, claim_to_start_sum_usec;
         _Atomic uint64_t claim_to_start_bucket[8];
         _Atomic uint64_t bytes_masked, log_bytes, leases_lost, warm_starts, cold_starts;
+        _Atomic uint64_t rebuilds, rebuilds_failed;
 } WorkerMetrics;
 
 extern const uint64_t worker_latency_buckets_usec[8];
@@ -63,6 +66,19 @@ struct Worker {
         /* Ended task threads waiting to be joined (n_finished ≤ n of tasks). */
         pthread_t *finished;
         size_t n_finished, max_finished;
+
+        /* images.c: the list and pulls are guarded by image_lock. */
+        pthread_mutex_t image_lock;
+        ImageStore *store;
+        WorkerImageState images[POOL_IMAGES_MAX];
+        size_t n_images;
+        atomic_bool images_changed;
+        /* rebuild.c, guarded by lock: a rebuild waiting for a slot keeps the
+         * claim loop from asking for it; the slots a claim in flight asked
+         * for are not free for a rebuild. */
+        bool rebuild_waiting, rebuild_running;
+        unsigned claim_asked;
+        pid_t rebuild_pid;
 };
 
 int worker_client_get(Worker *w, Client **ret);

@@ -19,7 +19,10 @@
 #include "fd-util.h"
 #include "fs-util.h"
 #include "log.h"
+#include "images.h"
+#include "image-schedule.h"
 #include "metrics.h"
+#include "rebuild.h"
 #include "sandbox.h"
 #include "worker-internal.h"
 #include "workspace.h"
@@ -47,6 +50,7 @@ void worker_config_init(WorkerConfig *c) {
                 .workspace_limits = archive_limits_default,
                 .artifact_limits = archive_limits_default,
                 .stop_fd = -1,
+                .image_poll_usec = 30 * 1000000ULL,
         };
         c->artifact_limits.max_total_bytes = 1ULL << 30;
 }
@@ -77,12 +81,10 @@ static json_t *labels_json(char **labels) {
 static int worker_register(Worker *w) {
         const WorkerConfig *c = w->cfg;
         _cleanup_(client_freep) Client *cl = NULL;
-        json_t *images = json_object();
+        json_t *images = worker_images_json(w);
         char host[256];
         int r;
 
-        for (size_t i = 0; i < c->n_images; i++)
-                json_object_set_new(images, c->images[i].name, json_integer(c->images[i].warm));
         if (gethostname(host, sizeof host) < 0)
                 snprintf(host, sizeof host, "worker");
         json_t *body = json_pack("{s:s, s:o, s:i, s:[s], s:o, s:s}", "name", c->name ? c->name : host,
@@ -133,6 +135,12 @@ static int worker_register(Worker *w) {
 
 /* ---- claims ---- */
 
+/* Called locked. */
+static unsigned claimable_slots(Worker *w) {
+        unsigned busy = w->used_slots + (w->rebuild_waiting ? 1 : 0);
+        return w->cfg->slots - MIN(busy, w->cfg->slots);
+}
+
 static void *claim_thread(void *arg) {
         Worker *w = arg;
         _cleanup_(client_freep) Client *cl = NULL;
@@ -144,9 +152,11 @@ static void *claim_thread(void *arg) {
         client_set_abort(cl, (const atomic_bool *) &w->draining);
         while (!atomic_load(&w->draining)) {
                 pthread_mutex_lock(&w->lock);
-                while (w->used_slots >= w->cfg->slots && !atomic_load(&w->draining))
+                unsigned free_slots;
+                /* A rebuild waiting for a slot gets the next one that is free. */
+                while ((free_slots = claimable_slots(w)) == 0 && !atomic_load(&w->draining))
                         pthread_cond_wait(&w->cond, &w->lock);
-                unsigned free_slots = w->cfg->slots - MIN(w->used_slots, w->cfg->slots);
+                w->claim_asked = free_slots;
                 pthread_mutex_unlock(&w->lock);
                 if (atomic_load(&w->draining))
                         break;
@@ -173,6 +183,10 @@ static void *claim_thread(void *arg) {
                         backoff = MIN(backoff * 2, 2 * 1000000ULL);
                 }
                 client_reply_done(&rep);
+                pthread_mutex_lock(&w->lock);
+                w->claim_asked = 0;
+                pthread_cond_broadcast(&w->cond);
+                pthread_mutex_unlock(&w->lock);
         }
         return NULL;
 }
@@ -334,6 +348,7 @@ static void leftovers_remove(Worker *w) {
 
 static void stop_all_tasks(Worker *w) {
         pthread_mutex_lock(&w->lock);
+        rebuild_kill_locked(w);
         for (Task *t = w->tasks; t; t = t->next) {
                 atomic_store(&t->hard_stop, true);
                 task_kill_sandbox_locked(t);
@@ -389,7 +404,7 @@ static int worker_loop(Worker *w) {
                 }
                 if (level > 0) {
                         pthread_mutex_lock(&w->lock);
-                        bool idle = w->n_tasks == 0;
+                        bool idle = w->n_tasks == 0 && !w->rebuild_running;
                         pthread_mutex_unlock(&w->lock);
                         if (idle) {
                                 reap_task_threads(w);
@@ -401,7 +416,7 @@ static int worker_loop(Worker *w) {
 
 int worker_run(const WorkerConfig *c) {
         _cleanup_close_ int lock = -EBADF;
-        pthread_t claim, heartbeat;
+        pthread_t claim, heartbeat, images;
         Metrics *metrics = NULL;
         int r;
 
@@ -409,6 +424,11 @@ int worker_run(const WorkerConfig *c) {
                 return log_error_errno(EINVAL, "A server URL and a registration token are required");
         if (c->slots < 1 || c->n_images < 1)
                 return log_error_errno(EINVAL, "A worker needs at least one slot and one image");
+        for (char **e = c->rebuilds; e && *e; e++) {
+                ImageSchedule sc;
+                if (image_schedule_parse(*e, &sc) < 0)
+                        return log_error_errno(EINVAL, "Invalid rebuild schedule '%s': expected NAME@HH:MM", *e);
+        }
 
         /* A sandbox's init is a raw clone() of the pool thread and goes on
          * using that thread's malloc arena. glibc lets threads share arenas
@@ -422,6 +442,7 @@ int worker_run(const WorkerConfig *c) {
                 return -ENOMEM;
         w->cfg = c;
         pthread_mutex_init(&w->lock, NULL);
+        pthread_mutex_init(&w->image_lock, NULL);
         pthread_cond_init(&w->cond, NULL);
 
         r = data_dir_setup(w, &lock);
@@ -445,18 +466,9 @@ int worker_run(const WorkerConfig *c) {
                 if (r < 0)
                         goto finish;
         }
-        PoolImage imgs[POOL_IMAGES_MAX];
-        for (size_t i = 0; i < c->n_images && i < POOL_IMAGES_MAX; i++)
-                imgs[i] = (PoolImage) { .name = (char *) c->images[i].name, .path = (char *) c->images[i].path,
-                                        .target = c->images[i].warm };
-        PoolLimits defaults = { .memory_max = c->memory_max, .pids_max = c->pids_max,
-                                .cpu_millis = c->cpu_millis, .disk_max = c->disk_max,
-                                .network = (NetworkMode) c->network };
-        r = pool_new(imgs, MIN(c->n_images, (size_t) POOL_IMAGES_MAX), &defaults, &w->pool);
-        if (r < 0) {
-                log_error_errno(r, "Failed to start the sandbox pool: %m");
+        r = worker_images_init(w);
+        if (r < 0)
                 goto finish;
-        }
         /* Stop requests that arrive while registering end it early. */
         r = worker_register(w);
         if (r == -ECANCELED) {
@@ -467,22 +479,52 @@ int worker_run(const WorkerConfig *c) {
                 goto finish;
         log_info("Registered as worker %" PRId64 " with %u slot(s); lease TTL %.1f s", w->id, c->slots,
                  (double) w->lease_ttl_usec / 1e6);
+        /* With the session: the server's image references need one. Before
+         * the pool, which prepares what the sync made current. */
+        if (worker_images_sync(w, true) > 0)
+                atomic_store(&w->images_changed, true);
+
+        PoolImage imgs[POOL_IMAGES_MAX];
+        for (size_t i = 0; i < w->n_images; i++)
+                imgs[i] = (PoolImage) { .name = w->images[i].name, .path = w->images[i].path,
+                                        .target = w->images[i].warm };
+        PoolLimits defaults = { .memory_max = c->memory_max, .pids_max = c->pids_max,
+                                .cpu_millis = c->cpu_millis, .disk_max = c->disk_max,
+                                .network = (NetworkMode) c->network };
+        r = pool_new(imgs, w->n_images, &defaults, &w->pool);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start the sandbox pool: %m");
+                goto finish;
+        }
 
         r = worker_thread_create(&heartbeat, heartbeat_thread, w);
         if (r < 0)
                 goto finish;
-        r = worker_thread_create(&claim, claim_thread, w);
+        r = worker_thread_create(&images, worker_images_thread, w);
         if (r < 0) {
                 atomic_store(&w->stopping, true);
+                (void) worker_thread_join(heartbeat, NULL);
+                goto finish;
+        }
+        r = worker_thread_create(&claim, claim_thread, w);
+        if (r < 0) {
+                atomic_store(&w->draining, true);
+                atomic_store(&w->stopping, true);
+                pthread_mutex_lock(&w->lock);
+                pthread_cond_broadcast(&w->cond);
+                pthread_mutex_unlock(&w->lock);
+                (void) worker_thread_join(images, NULL);
                 (void) worker_thread_join(heartbeat, NULL);
                 goto finish;
         }
         r = worker_loop(w);
         atomic_store(&w->draining, true);
         pthread_mutex_lock(&w->lock);
+        rebuild_kill_locked(w); /* only after a drain timeout or a second stop request */
         pthread_cond_broadcast(&w->cond);
         pthread_mutex_unlock(&w->lock);
         (void) worker_thread_join(claim, NULL);
+        (void) worker_thread_join(images, NULL);
         atomic_store(&w->stopping, true);
         (void) worker_thread_join(heartbeat, NULL);
         /* A task started by a claim answered during the drain. */
@@ -501,12 +543,14 @@ finish:
         while (w->n_idle > 0)
                 client_free(w->idle[--w->n_idle]);
         pool_free(w->pool);
+        worker_images_done(w);
         if (w->session) {
                 explicit_bzero(w->session, strlen(w->session));
                 free(w->session);
         }
         free(w->finished);
         pthread_mutex_destroy(&w->lock);
+        pthread_mutex_destroy(&w->image_lock);
         pthread_cond_destroy(&w->cond);
         free(w);
         return r;

@@ -10,14 +10,16 @@
  * drains (stop claiming, let running tasks finish up to drain_timeout), the
  * second stops the running tasks at once so that they are queued again. */
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "archive-safe.h"
 
 typedef struct WorkerImage {
         const char *name;  /* as job specs name it */
-        const char *path;  /* "host" or a root file system directory */
+        const char *path;  /* "host" or a root file system directory; unused when managed */
         unsigned warm;     /* sandboxes to keep prepared */
+        bool managed;      /* data_dir/images/NAME, following the server's published revision */
 } WorkerImage;
 
 typedef struct WorkerConfig {
@@ -43,6 +45,9 @@ typedef struct WorkerConfig {
         ArchiveLimits workspace_limits;
         ArchiveLimits artifact_limits;
         const char *metrics_listen;  /* ADDR:PORT for /metrics, or NULL */
+        uint64_t image_poll_usec;    /* how often followed images are compared with the server; 0 = never */
+        char **rebuilds;             /* "NAME@HH:MM": daily rebuilds in one of the slots */
+        const char *base_cache;      /* --base-cache of the rebuilds, or NULL */
         int stop_fd;                 /* eventfd owned by the caller, or -1 */
 } WorkerConfig;
 
