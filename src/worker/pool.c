@@ -181,6 +181,11 @@ static bool pick(Pool *p, Request **ret_req, Slot **ret_refill, Held **ret_dead)
                         *ret_req = q;
                         return true;
                 }
+        /* Cloning a sandbox copies the worker's page tables and holds its
+         * memory map meanwhile, which stalls every other thread: while a warm
+         * dispatch is in flight only a task that waits is served. */
+        if (quiet(p, now))
+                return false;
         /* An empty pool is refilled before used sandboxes are destroyed; a
          * partly full one after, so that destruction never falls behind. */
         for (size_t i = 0; i < p->n_slots; i++)
@@ -188,8 +193,6 @@ static bool pick(Pool *p, Request **ret_req, Slot **ret_refill, Held **ret_dead)
                         *ret_refill = &p->slots[i];
                         return true;
                 }
-        if (quiet(p, now))
-                return false;
         if (p->dead) {
                 *ret_dead = p->dead;
                 p->dead = p->dead->next;

@@ -55,11 +55,11 @@ int pool_add_image(Pool *p, const PoolImage *img);
  * is ready, else one prepared now. -ENOENT for an unknown image. */
 int pool_acquire(Pool *p, const char *image, const PoolLimits *l, Sandbox **ret, bool *ret_warm);
 /* A warm sandbox's hand-over starts its task's dispatch. Until pool_settle()
- * (or POOL_QUIET_MAX_USEC) the pool thread does only urgent work (a task
- * waiting for a sandbox, an image with none ready): refilling and destroying
- * take a clone of the worker's address space, mounts and tens of milliseconds
- * of CPU that would otherwise compete with the task's first step and its
- * first log bytes. Once per warm acquire. */
+ * (the task's first log bytes acknowledged, or its report) or
+ * POOL_QUIET_MAX_USEC, the pool thread serves only tasks waiting for a
+ * sandbox: refilling and destroying take a clone of the worker's address
+ * space (which stalls its other threads), mounts and milliseconds of CPU that
+ * would otherwise compete with the task. Once per warm acquire. */
 #define POOL_QUIET_MAX_USEC (100 * 1000ULL)
 void pool_settle(Pool *p);
 /* Hands a used sandbox back for destruction. */

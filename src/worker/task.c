@@ -872,7 +872,6 @@ static void run_attempt(Run *r) {
             (streq(r->state, "succeeded") || streq(r->state, "warning")))
                 r->state = "failed";
 report:
-        run_settle(r);
         output_finish(r->out, 2 * 1000000ULL);
         atomic_fetch_add(&r->w->m.bytes_masked, masker_bytes_masked(r->masker));
         logship_close(r->ship);
@@ -881,9 +880,12 @@ report:
                 atomic_fetch_add(&r->w->m.leases_lost, 1);
                 log_warning("Task %" PRId64 " (lease %" PRId64 ") stopped without a report: %s", r->t->task_id,
                             r->t->lease, atomic_load(&r->t->lease_lost) ? "its lease is gone" : "the worker stops");
+                run_settle(r);
                 return;
         }
         k = finish_report(r);
+        /* The dispatch ends with the report: the pool may clone again. */
+        run_settle(r);
         atomic_fetch_add(&r->w->m.log_bytes, logship_size(r->ship));
         if (k < 0)
                 log_warning_errno(k, "Task %" PRId64 " (lease %" PRId64 "): the result was not accepted: %m",

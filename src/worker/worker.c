@@ -454,9 +454,9 @@ int worker_run(const WorkerConfig *c) {
         if (r > 0)
                 log_info("Removed %d leftover sandbox(es)", r);
         leftovers_remove(w);
-        r = workspace_warm_up(w->tmp_dir);
+        r = workspace_helper_start(w->tmp_dir);
         if (r < 0) {
-                log_error_errno(r, "The archive code does not work here: %m");
+                log_error_errno(r, "Cannot start the workspace helper: %m");
                 goto finish;
         }
 
@@ -543,6 +543,7 @@ finish:
         while (w->n_idle > 0)
                 client_free(w->idle[--w->n_idle]);
         pool_free(w->pool);
+        workspace_helper_stop();
         worker_images_done(w);
         if (w->session) {
                 explicit_bzero(w->session, strlen(w->session));

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -24,13 +26,6 @@
 #include "workspace.h"
 
 #define HELPER_TIMEOUT_USEC (30 * 60 * 1000000ULL)
-
-/* The descriptors an exec'd helper (kiln __workspace) finds open. */
-#define HELPER_FD_MNT 3
-#define HELPER_FD_USER 4
-#define HELPER_FD_ARCHIVE 5
-#define HELPER_FD_REPORT 6
-#define HELPER_ARGS_MAX 512
 
 typedef enum Op {
         OP_CREATE,
@@ -97,68 +92,170 @@ static int child_run(const Job *j, Report *rep) {
         return r;
 }
 
-/* Extracting and packing call into libarchive, which allocates: that runs in
- * a fresh process image (kiln __workspace), never in a bare fork of the
- * multi-threaded worker, where any lock another thread held at the fork (an
- * allocator's — glibc's are reset at fork, a sanitizer's are not — or
- * libarchive's own) would stay held forever. The argument vector is built
- * before the fork: the child only moves descriptors and execs. */
-typedef struct HelperArgs {
-        char *argv[HELPER_ARGS_MAX + 1];
-        char nums[5][24];
-} HelperArgs;
+/* Extracting and packing call into libarchive, which allocates. The children
+ * that do it inside a sandbox are forked by a helper of their own (kiln
+ * __workspace), started once per worker process: it is single-threaded (a
+ * fork of the multi-threaded worker would inherit any lock another thread
+ * held at that instant — an allocator's, libarchive's — held forever) and
+ * small (a fork copies the page tables of the process forked, and the
+ * worker's are large), and it loaded libarchive on the host before any
+ * child joins a sandbox's mount namespace, so nothing is ever loaded from a
+ * sandbox's image. */
 
-static int helper_args(const Job *j, HelperArgs *h) {
-        const ArchiveLimits *l = j->limits ? j->limits : &archive_limits_default;
-        size_t n = 0;
+#define HELPER_FD 3
+#define HELPER_GLOBS_MAX 4096
 
-        h->argv[n++] = (char *) "kiln";
-        h->argv[n++] = (char *) "__workspace";
-        h->argv[n++] = (char *) (j->op == OP_EXTRACT ? "extract" : "pack");
-        snprintf(h->nums[0], sizeof h->nums[0], "%" PRIu64, l->max_entries);
-        snprintf(h->nums[1], sizeof h->nums[1], "%" PRIu64, l->max_total_bytes);
-        snprintf(h->nums[2], sizeof h->nums[2], "%" PRIu64, l->max_file_bytes);
-        snprintf(h->nums[3], sizeof h->nums[3], "%zu", l->max_path_len);
-        snprintf(h->nums[4], sizeof h->nums[4], "%u", l->max_depth);
-        for (size_t i = 0; i < ELEMENTSOF(h->nums); i++)
-                h->argv[n++] = h->nums[i];
-        for (char *const *g = j->globs; g && *g; g++) {
-                if (n >= HELPER_ARGS_MAX)
-                        return -E2BIG;
-                h->argv[n++] = *g;
+typedef struct Request {
+        uint32_t op;
+        uint32_t globs_size; /* NUL-separated globs that follow */
+        uint64_t max_entries, max_total_bytes, max_file_bytes, max_path_len;
+        uint32_t max_depth;
+} Request;
+
+static pthread_mutex_t helper_lock = PTHREAD_MUTEX_INITIALIZER;
+static int helper_sock = -EBADF;
+static pid_t helper_pid;
+
+/* The worker's end. Called locked. */
+static int helper_start_locked(const char *tmp_dir) {
+        int sv[2];
+
+        if (helper_sock >= 0)
+                return 0;
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+        char *argv[] = { (char *) "kiln", (char *) "__workspace", (char *) tmp_dir, NULL };
+        pid_t pid = worker_fork();
+        if (pid < 0) {
+                int r = -errno;
+                safe_close(sv[0]);
+                safe_close(sv[1]);
+                return r;
         }
-        h->argv[n] = NULL;
+        if (pid == 0) {
+                /* Only async-signal-safe calls until execve(). */
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                int fd = fcntl(sv[1], F_DUPFD_CLOEXEC, 16);
+                if (fd < 0 || dup2(fd, HELPER_FD) < 0)
+                        _exit(126);
+                execve("/proc/self/exe", argv, environ);
+                _exit(127);
+        }
+        safe_close(sv[1]);
+        helper_sock = sv[0];
+        helper_pid = pid;
         return 0;
 }
 
-/* In the forked child: async-signal-safe calls only. */
-_noreturn_ static void helper_exec(const HelperArgs *h, int mnt, int user, int archive, int report) {
-        int src[] = { mnt, user, archive, report };
-        int dst[] = { HELPER_FD_MNT, HELPER_FD_USER, HELPER_FD_ARCHIVE, HELPER_FD_REPORT };
-        int tmp[ELEMENTSOF(src)];
+static char helper_tmp_dir[4096];
 
-        /* Out of the way first, so that no move overwrites a source. */
-        for (size_t i = 0; i < ELEMENTSOF(src); i++) {
-                tmp[i] = src[i] < 0 ? -1 : fcntl(src[i], F_DUPFD_CLOEXEC, 16);
-                if (src[i] >= 0 && tmp[i] < 0)
-                        _exit(126);
+int workspace_helper_start(const char *tmp_dir) {
+        snprintf(helper_tmp_dir, sizeof helper_tmp_dir, "%s", tmp_dir);
+        pthread_mutex_lock(&helper_lock);
+        int r = helper_start_locked(helper_tmp_dir);
+        pthread_mutex_unlock(&helper_lock);
+        return r;
+}
+
+void workspace_helper_stop(void) {
+        pthread_mutex_lock(&helper_lock);
+        helper_sock = safe_close(helper_sock);
+        if (helper_pid > 0) {
+                (void) kill(helper_pid, SIGKILL);
+                while (waitpid(helper_pid, NULL, 0) < 0 && errno == EINTR)
+                        ;
+                helper_pid = 0;
         }
-        for (size_t i = 0; i < ELEMENTSOF(src); i++)
-                if (tmp[i] >= 0 && dup2(tmp[i], dst[i]) < 0)
-                        _exit(126);
-        execve("/proc/self/exe", h->argv, environ);
-        _exit(127);
+        pthread_mutex_unlock(&helper_lock);
+}
+
+static int send_request(const Job *j, const int *fds, size_t n_fds) {
+        const ArchiveLimits *l = j->limits ? j->limits : &archive_limits_default;
+        char buf[sizeof(Request) + HELPER_GLOBS_MAX];
+        Request *q = (Request *) buf;
+        size_t at = sizeof(Request);
+
+        *q = (Request) { .op = j->op, .max_entries = l->max_entries, .max_total_bytes = l->max_total_bytes,
+                         .max_file_bytes = l->max_file_bytes, .max_path_len = l->max_path_len,
+                         .max_depth = l->max_depth };
+        for (char *const *g = j->globs; g && *g; g++) {
+                size_t n = strlen(*g) + 1;
+                if (at + n > sizeof buf)
+                        return -E2BIG;
+                memcpy(buf + at, *g, n);
+                at += n;
+        }
+        q->globs_size = (uint32_t) (at - sizeof(Request));
+
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int) * 4)];
+        } control = {};
+        struct iovec iov = { .iov_base = buf, .iov_len = at };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
+                             .msg_controllen = CMSG_SPACE(sizeof(int) * n_fds) };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
+
+        pthread_mutex_lock(&helper_lock);
+        int r = 0;
+        for (int attempt = 0; attempt < 2; attempt++) {
+                r = helper_start_locked(helper_tmp_dir[0] ? helper_tmp_dir : "/tmp");
+                if (r < 0)
+                        break;
+                if (sendmsg(helper_sock, &mh, MSG_NOSIGNAL) >= 0) {
+                        r = 0;
+                        break;
+                }
+                r = -errno;
+                /* The helper is gone: start another and try once more. */
+                helper_sock = safe_close(helper_sock);
+                if (helper_pid > 0)
+                        while (waitpid(helper_pid, NULL, 0) < 0 && errno == EINTR)
+                                ;
+                helper_pid = 0;
+        }
+        pthread_mutex_unlock(&helper_lock);
+        return r;
+}
+
+/* Reads exactly n bytes before the deadline: 1 done, 0 timed out, -errno
+ * (-EPIPE at an early end). */
+static int read_until(int fd, void *p, size_t n, uint64_t deadline) {
+        size_t got = 0;
+        while (got < n) {
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                if (now >= deadline)
+                        return 0;
+                struct pollfd pf = { .fd = fd, .events = POLLIN };
+                int k = poll(&pf, 1, (int) MIN((deadline - now) / 1000 + 1, (uint64_t) INT32_MAX));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        continue;
+                ssize_t m = read(fd, (uint8_t *) p + got, n - got);
+                if (m < 0 && (errno == EINTR || errno == EAGAIN))
+                        continue;
+                if (m < 0)
+                        return -errno;
+                if (m == 0)
+                        return -EPIPE;
+                got += (size_t) m;
+        }
+        return 1;
 }
 
 static int run_in_sandbox(pid_t init_pid, const Job *j, uint64_t timeout_usec, Report *ret) {
         _cleanup_close_ int mnt = -EBADF, user = -EBADF;
         _cleanup_close_pair_ int p[2] = { -EBADF, -EBADF };
-        HelperArgs h;
         char path[64];
+        int32_t pid = 0;
         int r;
-
-        if (j->op != OP_CREATE && (r = helper_args(j, &h)) < 0)
-                return r;
 
         *ret = (Report) {};
         snprintf(path, sizeof path, "/proc/%d/ns/mnt", (int) init_pid);
@@ -169,54 +266,120 @@ static int run_in_sandbox(pid_t init_pid, const Job *j, uint64_t timeout_usec, R
                 return -errno;
         if (pipe2(p, O_CLOEXEC) < 0)
                 return -errno;
-        pid_t parent = getpid();
-        pid_t pid = worker_fork();
-        if (pid < 0)
-                return -errno;
-        if (pid == 0) {
-                Report rep = {};
-                /* Dies with the thread that forked it, like the sandbox's init. */
-                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-                if (getppid() != parent)
-                        _exit(1);
-                if (j->op != OP_CREATE)
-                        helper_exec(&h, mnt, user, j->fd, p[1]);
-                p[0] = safe_close(p[0]);
-                r = enter(mnt, user);
-                if (r < 0)
-                        snprintf(rep.message, sizeof rep.message, "cannot enter the sandbox (errno %d)", -r);
-                else
-                        r = child_run(j, &rep);
-                rep.error = r < 0 ? -r : 0;
-                (void) loop_write(p[1], &rep, sizeof rep);
-                _exit(r < 0 ? 1 : 0);
+        int fds[4] = { mnt, user, p[1], j->fd };
+        r = send_request(j, fds, j->fd >= 0 ? 4 : 3);
+        if (r < 0) {
+                snprintf(ret->message, sizeof ret->message, "the workspace helper is not running: %s", strerror(-r));
+                return r;
         }
         p[1] = safe_close(p[1]);
-        Report rep = {};
-        struct pollfd pf = { .fd = p[0], .events = POLLIN };
-        int k;
-        while ((k = poll(&pf, 1, (int) MIN(timeout_usec / 1000, (uint64_t) INT32_MAX))) < 0 && errno == EINTR)
-                ;
-        ssize_t n = -1;
-        if (k > 0)
-                n = loop_read(p[0], &rep, sizeof rep);
-        else
-                /* Never let a stuck helper hold up the pool or a task. */
-                (void) kill(pid, SIGKILL);
-        int status;
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        return -errno;
-        if (k == 0) {
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + timeout_usec;
+        /* The child says who it is, then how it went. */
+        r = read_until(p[0], &pid, sizeof pid, deadline);
+        if (r > 0)
+                r = read_until(p[0], ret, sizeof *ret, deadline);
+        if (r == 0) {
+                /* Never let a stuck child hold up the pool or a task. */
+                if (pid > 0)
+                        (void) kill(pid, SIGKILL);
                 snprintf(ret->message, sizeof ret->message, "the helper process took too long and was killed");
                 return -ETIMEDOUT;
         }
-        if (n != (ssize_t) sizeof rep) {
-                snprintf(ret->message, sizeof ret->message, "the helper process died (status %d)", status);
+        if (r < 0) {
+                snprintf(ret->message, sizeof ret->message, "the helper process died");
                 return -EPROTO;
         }
-        *ret = rep;
-        return rep.error ? -rep.error : 0;
+        return ret->error ? -ret->error : 0;
+}
+
+/* ---- the helper (kiln __workspace TMP_DIR, socket on fd 3) ---- */
+
+static void helper_child(const Request *q, const char *globs, int mnt, int user, int reply, int archive) {
+        ArchiveLimits l = { .max_entries = q->max_entries, .max_total_bytes = q->max_total_bytes,
+                            .max_file_bytes = q->max_file_bytes, .max_path_len = (size_t) q->max_path_len,
+                            .max_depth = q->max_depth };
+        char *argv[HELPER_GLOBS_MAX / 2 + 1];
+        size_t n = 0;
+        for (size_t at = 0; at < q->globs_size && n + 1 < ELEMENTSOF(argv); at += strlen(globs + at) + 1)
+                argv[n++] = (char *) globs + at;
+        argv[n] = NULL;
+        Job j = { .op = (Op) q->op, .fd = archive, .limits = &l, .globs = argv };
+        Report rep = {};
+        int32_t me = getpid();
+
+        (void) loop_write(reply, &me, sizeof me);
+        int r = enter(mnt, user);
+        if (r < 0)
+                snprintf(rep.message, sizeof rep.message, "cannot enter the sandbox (errno %d)", -r);
+        else
+                r = child_run(&j, &rep);
+        rep.error = r < 0 ? -r : 0;
+        (void) loop_write(reply, &rep, sizeof rep);
+        _exit(r < 0 ? 1 : 0);
+}
+
+int verb_workspace_helper(int argc, char **argv) {
+        static char buf[sizeof(Request) + HELPER_GLOBS_MAX + 1];
+        int keep[] = { STDERR_FILENO, HELPER_FD };
+
+        if (argc != 2 || fcntl(HELPER_FD, F_GETFD) < 0) {
+                log_error("kiln __workspace is the worker's own helper, not a command.");
+                return 2;
+        }
+        (void) close_all_fds(keep, ELEMENTSOF(keep));
+        log_set_prefix("kiln-workspace");
+        /* Children are reaped by the kernel; each reports over its own pipe. */
+        (void) signal(SIGCHLD, SIG_IGN);
+        /* Every library function the children use is loaded and bound here,
+         * on the host's file system. */
+        int r = workspace_warm_up(argv[1]);
+        if (r < 0)
+                return log_error_errno(r, "The archive code does not work here: %m"), 1;
+
+        for (;;) {
+                int fds[4] = { -EBADF, -EBADF, -EBADF, -EBADF };
+                union {
+                        struct cmsghdr h;
+                        char buf[CMSG_SPACE(sizeof(int) * 4)];
+                } control;
+                struct iovec iov = { .iov_base = buf, .iov_len = sizeof buf - 1 };
+                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
+                                     .msg_controllen = sizeof control };
+                ssize_t n = recvmsg(HELPER_FD, &mh, MSG_CMSG_CLOEXEC);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return 0; /* the worker is gone */
+                size_t n_fds = 0;
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                                int got[8];
+                                memcpy(got, CMSG_DATA(c), MIN(k, ELEMENTSOF(got)) * sizeof(int));
+                                for (size_t i = 0; i < MIN(k, ELEMENTSOF(got)); i++) {
+                                        if (n_fds < ELEMENTSOF(fds))
+                                                fds[n_fds++] = got[i];
+                                        else
+                                                safe_close(got[i]);
+                                }
+                        }
+                const Request *q = (const Request *) buf;
+                bool ok = (size_t) n >= sizeof(Request) && q->globs_size == (size_t) n - sizeof(Request) &&
+                          q->op <= OP_PACK && n_fds >= 3 && (q->op == OP_CREATE || n_fds == 4);
+                if (ok) {
+                        buf[n] = 0;
+                        pid_t pid = fork();
+                        if (pid == 0) {
+                                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                                safe_close(HELPER_FD);
+                                helper_child(q, buf + sizeof(Request), fds[0], fds[1], fds[2], fds[3]);
+                        }
+                        if (pid < 0)
+                                log_warning_errno(errno, "Cannot fork: %m");
+                }
+                for (size_t i = 0; i < n_fds; i++)
+                        safe_close(fds[i]);
+        }
 }
 
 int workspace_create(pid_t init_pid) {
@@ -288,36 +451,4 @@ int workspace_warm_up(const char *tmp_dir) {
 finish:
         (void) rm_rf(a);
         return r;
-}
-
-/* kiln __workspace extract|pack MAX_ENTRIES MAX_TOTAL MAX_FILE MAX_PATH MAX_DEPTH [GLOB…]:
- * the other end of helper_exec(), with descriptors 3-6 open. Not for users. */
-int verb_workspace_helper(int argc, char **argv) {
-        int keep[] = { STDERR_FILENO, HELPER_FD_MNT, HELPER_FD_USER, HELPER_FD_ARCHIVE, HELPER_FD_REPORT };
-        ArchiveLimits l = {};
-        uint64_t path_len = 0;
-        Report rep = {};
-        Job j = { .fd = HELPER_FD_ARCHIVE, .limits = &l };
-        int r;
-
-        if (argc < 7 || (!streq(argv[1], "extract") && !streq(argv[1], "pack")) || safe_atou64(argv[2], &l.max_entries) < 0 ||
-            safe_atou64(argv[3], &l.max_total_bytes) < 0 || safe_atou64(argv[4], &l.max_file_bytes) < 0 ||
-            safe_atou64(argv[5], &path_len) < 0 || safe_atou(argv[6], &l.max_depth) < 0) {
-                log_error("kiln __workspace is the worker's own helper, not a command.");
-                return 2;
-        }
-        l.max_path_len = (size_t) path_len;
-        j.op = streq(argv[1], "extract") ? OP_EXTRACT : OP_PACK;
-        j.globs = argv + 7;
-        (void) close_all_fds(keep, ELEMENTSOF(keep));
-        r = enter(HELPER_FD_MNT, HELPER_FD_USER);
-        (void) close(HELPER_FD_MNT);
-        (void) close(HELPER_FD_USER);
-        if (r < 0)
-                snprintf(rep.message, sizeof rep.message, "cannot enter the sandbox (errno %d)", -r);
-        else
-                r = child_run(&j, &rep);
-        rep.error = r < 0 ? -r : 0;
-        (void) loop_write(HELPER_FD_REPORT, &rep, sizeof rep);
-        return r < 0 ? 1 : 0;
 }

@@ -4,7 +4,9 @@
 /* File work inside a sandbox's own view of the file system: a short-lived
  * child joins the sandbox's mount namespace and then its user namespace, and
  * becomes its root. So the workspace is written as the sandbox's root, within
- * its disk quota, and a path can only resolve inside the sandbox. */
+ * its disk quota, and a path can only resolve inside the sandbox. The
+ * children are forked by a small single-threaded helper process (kiln
+ * __workspace), started once. */
 
 #include <stdint.h>
 #include <sys/types.h>
@@ -23,12 +25,15 @@ int workspace_extract(pid_t init_pid, int archive_fd, const ArchiveLimits *l, ch
 int workspace_pack(pid_t init_pid, char *const *globs, int out_fd, const ArchiveLimits *l,
                    uint64_t *ret_entries, char *errbuf, size_t errsize);
 
+/* Starts the helper (from the thread that lives as long as the worker: the
+ * helper dies with it); tmp_dir is for its warm-up. Stops it. */
+int workspace_helper_start(const char *tmp_dir);
+void workspace_helper_stop(void);
+
 /* Runs the archive code once in-process on an empty tree below tmp_dir, so
- * that every library function it needs is loaded and bound before the first
- * helper child is forked (kiln binds libarchive lazily; resolving a symbol
- * in a child forked from a multi-threaded process could deadlock). */
+ * that every library function it needs is loaded and bound — from the host's
+ * file system — before the first child joins a sandbox. */
 int workspace_warm_up(const char *tmp_dir);
 
-/* kiln __workspace: the process that extracts and packs inside a sandbox
- * (run by the functions above; also declared in verbs.h). */
+/* kiln __workspace TMP_DIR: the helper (also declared in verbs.h). */
 int verb_workspace_helper(int argc, char **argv);
