@@ -347,6 +347,8 @@ static int workspace_setup(Run *r) {
                 run_why(r, false, "the workspace archive was refused: %s", err);
                 return k;
         }
+        log_debug("Task %" PRId64 ": workspace extracted after %.2f ms", r->t->task_id,
+                  (double) (now_usec(CLOCK_MONOTONIC) - r->t->claimed_usec) / 1000);
         return 0;
 }
 
