@@ -40,6 +40,8 @@ static void run_usage(FILE *f) {
                 "      --secret NAME      a secret the job may read (repeatable)\n"
                 "      --artifact GLOB    files to keep after each task (repeatable)\n"
                 "      --timeout D        the task's time limit (e.g. 10m)\n"
+                "      --network MODE     none (loopback only) or nat (outbound) [the jobfile's,\n"
+                "                         else the worker's]\n"
                 "      --label K=V        a label the worker must have (repeatable)\n"
                 "  -o, --output DIR       download the artifacts into DIR\n"
                 "  -d, --detach           submit, print the job id and exit\n"
@@ -51,7 +53,7 @@ typedef struct RunOpts {
         ApiOptions api;
         const char *file;
         bool file_given;
-        const char *image, *timeout, *output;
+        const char *image, *timeout, *output, *network;
         char **env, **secrets, **artifacts, **labels;
         char **cmd;
         bool detach, quiet;
@@ -65,7 +67,8 @@ static int kv_check(const char *opt, const char *arg) {
 }
 
 static int run_parse(int argc, char **argv, RunOpts *o) {
-        enum { ARG_IMAGE = 0x100, ARG_SECRET, ARG_ARTIFACT, ARG_TIMEOUT, ARG_LABEL, ARG_SERVER, ARG_TOKEN };
+        enum { ARG_IMAGE = 0x100, ARG_SECRET, ARG_ARTIFACT, ARG_TIMEOUT, ARG_LABEL, ARG_SERVER, ARG_TOKEN,
+               ARG_NETWORK };
         static const struct option opts[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "file", required_argument, NULL, 'f' },
@@ -74,6 +77,7 @@ static int run_parse(int argc, char **argv, RunOpts *o) {
                 { "secret", required_argument, NULL, ARG_SECRET },
                 { "artifact", required_argument, NULL, ARG_ARTIFACT },
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
+                { "network", required_argument, NULL, ARG_NETWORK },
                 { "label", required_argument, NULL, ARG_LABEL },
                 { "output", required_argument, NULL, 'o' },
                 { "detach", no_argument, NULL, 'd' },
@@ -121,6 +125,11 @@ static int run_parse(int argc, char **argv, RunOpts *o) {
                                 return log_error_errno(EINVAL, "--timeout: invalid duration '%s' (e.g. 90s, 10m).",
                                                        optarg);
                         o->timeout = optarg;
+                        break;
+                case ARG_NETWORK:
+                        if (!streq(optarg, "none") && !streq(optarg, "nat"))
+                                return log_error_errno(EINVAL, "--network: 'none' or 'nat', not '%s'.", optarg);
+                        o->network = optarg;
                         break;
                 case 'o': o->output = optarg; break;
                 case 'd': o->detach = true; break;
@@ -210,6 +219,8 @@ static int run_build_spec(const RunOpts *o, json_t **ret) {
         if (o->image && json_object_set_new(spec, "image", json_string(o->image)) < 0)
                 goto oom;
         if (o->timeout && json_object_set_new(spec, "timeout", json_string(o->timeout)) < 0)
+                goto oom;
+        if (o->network && json_object_set_new(spec, "network", json_string(o->network)) < 0)
                 goto oom;
         if (o->env && strv_to_object(o->env, object_get_or_add(spec, "env", false)) < 0)
                 goto oom;

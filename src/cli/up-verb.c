@@ -50,7 +50,8 @@ static void up_usage(FILE *f) {
                    "  --state DIR          state directory [$XDG_STATE_HOME/kiln]\n"
                    "  --slots N            tasks run at once [the number of CPUs]\n"
                    "  --pool N             warm sandboxes of the host image [1]\n"
-                   "  --network none|nat   the sandboxes' network [none]\n"
+                   "  --network none|nat   the jobs' network unless a job names its own [nat where\n"
+                   "                       this machine can, else none]\n"
                    "  --idle-exit D        exit after D without a queued or running job [never]\n"
                    "  --quiet              print nothing but errors\n");
 }
@@ -81,7 +82,8 @@ static int up_parse(int argc, char **argv, UpOpts *o) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         int c, r;
 
-        *o = (UpOpts) { .listen = "127.0.0.1:8750", .slots = ncpu > 0 ? (unsigned) MIN(ncpu, 64) : 1, .pool = 1 };
+        *o = (UpOpts) { .listen = "127.0.0.1:8750", .slots = ncpu > 0 ? (unsigned) MIN(ncpu, 64) : 1, .pool = 1,
+                        .network = -1 };
         optind = 0;
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0)
                 switch (c) {
@@ -238,6 +240,23 @@ static int free_port(void) {
         return ntohs(sa.sin_port);
 }
 
+/* The embedded default gives jobs what a build on this machine has: outbound
+ * network (through NAT: the host's own addresses stay out of reach). Where
+ * NAT cannot be set up (no nftables, no veth), jobs get loopback only, and
+ * kiln says so. */
+static NetworkMode default_network(void) {
+        SandboxConfig c = { .image = "host", .network = NETWORK_NAT };
+        Sandbox *s = NULL;
+        int r = sandbox_prepare(&c, &s);
+        if (r < 0) {
+                log_warning_errno(r, "Jobs get no outbound network: NAT cannot be set up here (%m); "
+                                     "they run with loopback only.");
+                return NETWORK_NONE;
+        }
+        (void) sandbox_destroy(s);
+        return NETWORK_NAT;
+}
+
 static int up_lock(int dirfd, int *ret_fd) {
         _cleanup_close_ int fd = openat(dirfd, UP_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
@@ -259,6 +278,8 @@ static int up_serve(UpOpts *o, int dirfd) {
         _cleanup_close_ int efd = -EBADF;
         int r, ret = 1;
 
+        if (o->network < 0)
+                o->network = default_network();
         if (asprintf(&server_dir, "%s/server", o->state) < 0 || asprintf(&worker_dir, "%s/worker", o->state) < 0)
                 return -ENOMEM;
         server_config_defaults(&srv.cfg);

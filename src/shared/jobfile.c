@@ -302,7 +302,8 @@ static int load_scalar(Loader *L, const yaml_event_t *ev, json_t **ret) {
 /* ---- collections ---- */
 
 static Context child_context(Context parent, const char *key) {
-        static const char *const strings[] = { "name", "image", "run", "http", "tcp", "workspace", NULL };
+        static const char *const strings[] = { "name", "image", "run", "http", "tcp", "workspace", "network",
+                                               NULL };
         static const char *const items[] = { "command", "argv", "artifacts", "secrets", "steps", "tasks",
                                              "health", NULL };
 

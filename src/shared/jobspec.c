@@ -874,6 +874,16 @@ static int check_image(Ctx *c, json_t *v) {
         return 0;
 }
 
+static int check_network(Ctx *c, json_t *v) {
+        if (!json_is_string(v))
+                return fail_type(c, v, "\"none\" (loopback only) or \"nat\" (outbound through NAT)");
+        const char *s = json_string_value(v);
+        if (!streq(s, "none") && !streq(s, "nat"))
+                return fail(c, "invalid network '%s' (expected \"none\": loopback only, or \"nat\": outbound "
+                            "through NAT)", Q(s));
+        return 0;
+}
+
 static int check_workspace(Ctx *c, json_t *v) {
         const char *s;
         int r = check_string(c, v, 1, 128, STR_NO_CONTROL);
@@ -927,6 +937,7 @@ int jobspec_validate(json_t *spec, JobSpecError *err) {
                 { "timeout", check_duration_fn },
                 { "retry", check_retry },
                 { "resources", check_resources },
+                { "network", check_network },
                 { "labels", check_labels },
                 { "workspace", check_workspace },
         };

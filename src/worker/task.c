@@ -768,6 +768,13 @@ static int run_limits(Run *r, PoolLimits *l) {
                         return -EINVAL;
                 l->pids_max = (uint64_t) json_integer_value(v);
         }
+        /* The job's own network, else the worker's. */
+        if ((v = json_object_get(r->spec, "network"))) {
+                int n = network_mode_from_string(json_string_value(v));
+                if (n < 0 || n == NETWORK_HOST)
+                        return -EINVAL;
+                l->network = (NetworkMode) n;
+        }
         r->memory_max = l->memory_max;
         return 0;
 }
@@ -840,7 +847,7 @@ static void run_attempt(Run *r) {
                 goto report;
         }
         if (run_limits(r, &limits) < 0) {
-                run_why(r, false, "invalid resources in the job spec");
+                run_why(r, false, "invalid resources or network in the job spec");
                 goto report;
         }
         /* An image the worker does not serve yet: pulled from the server

@@ -145,6 +145,23 @@ def test_stdout_and_stderr_kept_apart(home):
     assert p.stdout == b"o1\n\x1b]kiln;err;3\x07e1\n", p.stdout
 
 
+def test_jobs_get_outbound_network_unless_they_say_none(home):
+    # The embedded default gives jobs a NAT interface with a default route
+    # (the host's own addresses stay unreachable: test_escape.py); a job or
+    # `kiln run --network none` gets loopback only.
+    d = workdir(home, {"kiln.yml": "network: none\nsteps:\n  - run: ls /sys/class/net\n"})
+    script = "ls /sys/class/net; awk '$2 == \"00000000\" {print \"default via\", $1}' /proc/net/route"
+    p = k(home, "run", "-q", "--", "sh", "-c", script, cwd=d)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [b"eth0", b"lo", b"default", b"via", b"eth0"], p.stdout
+    p = k(home, "run", "-q", "--network", "none", "--", "sh", "-c", script, cwd=d)
+    assert p.returncode == 0 and p.stdout.split() == [b"lo"], p.stdout
+    p = k(home, "run", "-q", cwd=d)
+    assert p.returncode == 0 and p.stdout.split() == [b"lo"], p.stdout
+    p = k(home, "run", "--network", "wifi", "--", "true", cwd=d)
+    assert p.returncode == 2 and b"--network" in p.stderr
+
+
 def test_unchanged_directory_is_uploaded_once(home):
     d = workdir(home, {"data.txt": "unique %s\n" % uuid.uuid4()})
     k(home, "run", "--", "true", cwd=d)  # a server is up from here on
