@@ -757,7 +757,8 @@ static int wrap_string(JobFile *f, json_t *parent_arr_or_obj, size_t index, cons
         r = key ? json_object_set_new(parent_arr_or_obj, key, obj) : json_array_set_new(parent_arr_or_obj, index, obj);
         if (r < 0)
                 return -ENOMEM;
-        snprintf(to, sizeof(to), "%s.%s", path, member);
+        if ((size_t) snprintf(to, sizeof(to), "%s.%s", path, member) >= sizeof(to))
+                return 0; /* too deep to have a mark of its own: errors point at the parent */
         return alias_mark(f, path, to);
 }
 
