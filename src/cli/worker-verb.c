@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "conf-args.h"
 #include "fd-util.h"
 #include "fs-util.h"
 #include "image-schedule.h"
@@ -30,6 +31,8 @@ static void worker_usage(FILE *f) {
                 "taken from a warm pool. SIGTERM or SIGINT drains (no new tasks, running ones\n"
                 "finish); a second one stops the running tasks so that they are queued again.\n\n"
                 "Options:\n"
+                "  --config FILE           options from FILE: 'key = value' lines, keys the long\n"
+                "                          options below; the command line wins (or adds)\n"
                 "  --server URL            the server, e.g. http://127.0.0.1:7070 [$KILN_SERVER]\n"
                 "  --token TOKEN           a worker registration token [$KILN_WORKER_TOKEN]\n"
                 "  --token-file PATH       read the token from a file (keeps it out of ps)\n"
@@ -75,6 +78,7 @@ typedef struct Opts {
         WorkerImage images[IMAGES_MAX];
         char *strings[3 * IMAGES_MAX + 4]; /* owned names, paths and tokens */
         size_t n_strings;
+        char **args; /* the command line with --config's options in */
 } Opts;
 
 static WorkerImage *image_get(Opts *o, const char *name, bool create) {
@@ -307,6 +311,10 @@ static int parse_options(int argc, char **argv, Opts *o) {
         worker_config_init(&o->cfg);
         o->cfg.server = getenv("KILN_SERVER");
         o->cfg.token = getenv("KILN_WORKER_TOKEN");
+        if (conf_args_merge(argc, argv, opts, &o->args) < 0)
+                return -EINVAL;
+        argc = (int) strv_length(o->args);
+        argv = o->args;
         optind = 0;
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 if (c == 'h') {
@@ -403,5 +411,6 @@ finish:
         strv_free(o.cfg.rebuilds);
         for (size_t i = 0; i < o.n_strings; i++)
                 free(o.strings[i]);
+        strv_free(o.args);
         return r;
 }

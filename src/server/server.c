@@ -13,7 +13,9 @@
 
 #include "fd-util.h"
 #include "fs-util.h"
+#include "conf-args.h"
 #include "log.h"
+#include "strv.h"
 #include "macro.h"
 #include "parse-util.h"
 #include "server.h"
@@ -26,6 +28,8 @@ int http_bound_port(Server *srv);
 static void usage(FILE *f) {
         fprintf(f, "Usage: kiln server --data DIR [--listen ADDR:PORT] [OPTIONS…]\n\n"
                    "The control plane: HTTP/JSON API under /api/v1 (docs/api.md).\n\n"
+                   "  --config FILE             options from FILE: 'key = value' lines, keys the long\n"
+                   "                            options below; the command line wins\n"
                    "  --listen ADDR:PORT        address to listen on (127.0.0.1:8750; port 0 picks one)\n"
                    "  --data DIR                data directory (kiln.db, blobs, logs, artifacts)\n"
                    "  --lease-ttl DURATION      lease time-to-live (30s)\n"
@@ -74,6 +78,13 @@ static int parse_args(int argc, char **argv, ServerConfig *cfg) {
         int c, r = 0;
         unsigned u;
 
+        /* The config's strings stay for the server's life. */
+        static char **args;
+        args = strv_free(args);
+        if (conf_args_merge(argc, argv, opts, &args) < 0)
+                return -EINVAL;
+        argc = (int) strv_length(args);
+        argv = args;
         optind = 0;
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 switch (c) {
