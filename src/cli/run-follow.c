@@ -217,18 +217,24 @@ static int follow_task(Api *api, int64_t job, int64_t task_id, FollowOpts *o) {
         LogSink sink = {};
         int r;
 
-        for (;;) {
+        for (bool first = true;; first = false) {
                 json_t *t = NULL;
                 if (cli_sigint_pending() && follow_sigint(api, job, o))
                         return 1;
-                r = task_get(api, task_id, &t);
-                if (r == -EINTR)
-                        continue;
-                if (r < 0)
-                        return r;
-                size_t n = json_array_size(json_object_get(t, "attempts"));
-                bool final = cli_state_is_final(json_string_value(json_object_get(t, "state")));
-                json_decref(t);
+                size_t n = 0;
+                bool final = false;
+                /* At first the log is asked for straight away: the server
+                 * waits for the first attempt itself. */
+                if (!first || sink.bytes > 0) {
+                        r = task_get(api, task_id, &t);
+                        if (r == -EINTR)
+                                continue;
+                        if (r < 0)
+                                return r;
+                        n = json_array_size(json_object_get(t, "attempts"));
+                        final = cli_state_is_final(json_string_value(json_object_get(t, "state")));
+                        json_decref(t);
+                }
                 if (n < next && final)
                         return 0;
                 if (n < next && next > 1) {

@@ -264,6 +264,8 @@ static int run_upload(Api *api, const RunWorkspace *ws, bool verbose) {
                                 ws->digest, ws->files);
                 return 0;
         }
+        if (ws->fd < 0)
+                return -ENODATA;
         if (verbose)
                 fprintf(stderr, "kiln: uploading the workspace: %" PRIu64 " files, %.1f KiB\n", ws->files,
                         (double) ws->size / 1024.0);
@@ -288,15 +290,23 @@ int verb_run(int argc, char **argv) {
         r = run_build_spec(&o, &spec);
         if (r < 0)
                 goto finish;
-        r = run_workspace_pack(".", &ws);
+        r = run_workspace_pack(".", true, &ws);
         if (r < 0)
-                goto finish;
-        if (json_object_set_new(spec, "workspace", json_string(ws.digest)) < 0)
                 goto finish;
         r = api_open(&o.api, &api);
         if (r < 0)
                 goto finish;
         r = run_upload(api, &ws, !o.quiet && isatty(STDERR_FILENO));
+        if (r == -ENODATA) {
+                /* The server lacks a workspace known only by its digest: pack it now. */
+                safe_close(ws.fd);
+                ws = (RunWorkspace) { .fd = -EBADF };
+                r = run_workspace_pack(".", false, &ws);
+                if (r >= 0)
+                        r = run_upload(api, &ws, !o.quiet && isatty(STDERR_FILENO));
+        }
+        if (r >= 0 && json_object_set_new(spec, "workspace", json_string(ws.digest)) < 0)
+                r = -ENOMEM;
         if (r == -EINTR) {
                 status = 130;
                 goto finish;

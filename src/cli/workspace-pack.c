@@ -3,7 +3,10 @@
  * the untracked ones git does not ignore; elsewhere the directory minus the
  * globs of .kilnignore. Packed deterministically, so an unchanged directory
  * has an unchanged digest and is uploaded once. */
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <sodium.h>
 #include <spawn.h>
@@ -12,9 +15,11 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "archive-safe.h"
+#include "cli.h"
 #include "fd-util.h"
 #include "fs-util.h"
 #include "log.h"
@@ -152,13 +157,80 @@ static int kilnignore(char ***excludes) {
         return 0;
 }
 
-int run_workspace_pack(const char *dir, RunWorkspace *ret) {
+/* STATE/workspaces/STAMP holds "DIGEST FILES SIZE\n" of a tree packed
+ * before. A missing or unreadable cache is no error: the tree is packed. */
+static int cache_path(const uint8_t stamp[32], char **ret) {
+        _cleanup_free_ char *state = NULL;
+        char hex[65];
+        if (cli_state_dir(&state) < 0)
+                return -ENOENT;
+        sodium_bin2hex(hex, sizeof hex, stamp, 32);
+        return asprintf(ret, "%s/workspaces/%s", state, hex) < 0 ? -ENOMEM : 0;
+}
+
+static bool cache_lookup(const uint8_t stamp[32], RunWorkspace *ret) {
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        char digest[sizeof ret->digest];
+        unsigned long long files, size;
+
+        if (cache_path(stamp, &path) < 0 || read_full_file(path, 4096, &text, NULL) < 0)
+                return false;
+        if (sscanf(text, "%71s %llu %llu", digest, &files, &size) != 3 || strlen(digest) != 7 + 64 ||
+            !strneq(digest, "sha256:", 7))
+                return false;
+        memcpy(ret->digest, digest, sizeof ret->digest);
+        ret->files = files;
+        ret->size = size;
+        ret->fd = -EBADF;
+        return true;
+}
+
+/* Entries older than this are dropped when a new one is written. */
+#define CACHE_MAX_AGE_SEC (30 * 24 * 3600)
+
+static void cache_store(const uint8_t stamp[32], const RunWorkspace *ws) {
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        if (cache_path(stamp, &path) < 0 || asprintf(&text, "%s %" PRIu64 " %" PRIu64 "\n", ws->digest, ws->files,
+                                                      ws->size) < 0)
+                return;
+        char *slash = strrchr(path, '/');
+        *slash = 0;
+        if (mkdir_p(path, 0700) < 0)
+                return;
+        _cleanup_close_ int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        *slash = '/';
+        if (dfd < 0)
+                return;
+        DIR *d = fdopendir(fcntl(dfd, F_DUPFD_CLOEXEC, 3));
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        for (struct dirent *de; d && (de = readdir(d));) {
+                struct stat st;
+                if (de->d_name[0] != '.' && fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) >= 0 &&
+                    st.st_mtime < now.tv_sec - CACHE_MAX_AGE_SEC)
+                        (void) unlinkat(dfd, de->d_name, 0);
+        }
+        if (d)
+                closedir(d);
+        /* Written whole under a temporary name, then renamed. */
+        char tmp[64];
+        snprintf(tmp, sizeof tmp, ".new-%d", (int) getpid());
+        _cleanup_close_ int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return;
+        if (loop_write(fd, text, strlen(text)) < 0 || renameat(dfd, tmp, dfd, slash + 1) < 0)
+                (void) unlinkat(dfd, tmp, 0);
+}
+
+int run_workspace_pack(const char *dir, bool use_cache, RunWorkspace *ret) {
         _cleanup_strv_free_ char **excludes = NULL;
         _cleanup_close_ int dfd = -EBADF, fd = -EBADF;
         ArchiveStats st = {};
         ArchiveError err = {};
         crypto_hash_sha256_state h;
-        uint8_t digest[crypto_hash_sha256_BYTES];
+        uint8_t digest[crypto_hash_sha256_BYTES], stamp[32];
+        int64_t newest = INT64_MAX;
+        bool stamped = false;
         char buf[65536];
         int r;
 
@@ -179,6 +251,15 @@ int run_workspace_pack(const char *dir, RunWorkspace *ret) {
                 if (r < 0)
                         return r;
         }
+        if (sodium_init() < 0)
+                return -EIO;
+        if (use_cache) {
+                /* Stat only; packing (and loading libarchive) only when the
+                 * tree changed since it was last packed. */
+                stamped = archive_pack_dir_stamp(dfd, excludes, NULL, stamp, &newest, &err) >= 0;
+                if (stamped && cache_lookup(stamp, ret))
+                        return 0;
+        }
         fd = memfd_create("kiln-workspace", MFD_CLOEXEC);
         if (fd < 0)
                 return log_error_errno(errno, "memfd_create: %m");
@@ -186,8 +267,6 @@ int run_workspace_pack(const char *dir, RunWorkspace *ret) {
         if (r < 0)
                 return log_error_errno(r, "Failed to pack the workspace: %s", err.message[0] ? err.message : "%m");
 
-        if (sodium_init() < 0)
-                return -EIO;
         crypto_hash_sha256_init(&h);
         if (lseek(fd, 0, SEEK_SET) < 0)
                 return -errno;
@@ -207,5 +286,13 @@ int run_workspace_pack(const char *dir, RunWorkspace *ret) {
         ret->fd = TAKE_FD(fd);
         ret->size = size;
         ret->files = st.n_files;
+        /* Remembered only when every time stamp is safely in the past: a file
+         * written again within the file system's time granularity would
+         * otherwise look unchanged. The stamp was taken before the packing,
+         * so a change while packing gives a stamp no later run sees again. */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (stamped && newest < (int64_t) now.tv_sec * 1000000000LL + now.tv_nsec - 2000000000LL)
+                cache_store(stamp, ret);
         return 0;
 }

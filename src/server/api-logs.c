@@ -11,6 +11,7 @@
 
 #include "fd-util.h"
 #include "log.h"
+#include "taskstate.h"
 #include "macro.h"
 #include "server.h"
 
@@ -215,10 +216,13 @@ static int log_pick_attempt(Request *r, int64_t task_id, int64_t number, bool fo
                 json_array_foreach(json_object_get(task, "attempts"), i, at)
                         if (number == 0 || json_integer_value(json_object_get(at, "number")) == number)
                                 id = json_integer_value(json_object_get(at, "id"));
+                TaskState ts = task_state_from_string(json_string_value(json_object_get(task, "state")));
                 json_decref(task);
                 if (id > 0)
                         return store_attempt_get(r->srv->store, id, ret);
-                if (number > 0 || !follow)
+                /* A task that ended without an attempt (cancelled while
+                 * queued) never gets one. */
+                if (number > 0 || !follow || (ts >= 0 && task_state_is_final(ts)))
                         return -ENOENT;
                 k = store_wait(r->srv->store, &gen, STORE_WAIT_ATTEMPTS, deadline);
                 if (k < 0)

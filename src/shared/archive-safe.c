@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <archive.h>
 #include <archive_entry.h>
+#include <sodium.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -648,6 +649,9 @@ typedef struct PackEntry {
         uint64_t size;
         int64_t mtime;
         char *link;
+        /* For archive_pack_dir_stamp() only. */
+        uint64_t ino, dev;
+        int64_t mtime_ns, ctime_ns;
 } PackEntry;
 
 typedef struct Frame {
@@ -682,7 +686,8 @@ static void packer_done(Packer *p) {
 
 static int packer_push(Packer *p, const PackEntry *e) {
         PackEntry copy = { .mode = e->mode, .uid = e->uid, .gid = e->gid, .size = e->size,
-                           .mtime = e->mtime };
+                           .mtime = e->mtime, .ino = e->ino, .dev = e->dev, .mtime_ns = e->mtime_ns,
+                           .ctime_ns = e->ctime_ns };
 
         if (p->n_items >= p->limits->max_entries)
                 return fail(p->error, -E2BIG, "More than %" PRIu64 " entries to pack",
@@ -756,7 +761,10 @@ static int pack_visit(Packer *p, int dfd, const Frame *f, const char *prefix, un
         if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 return fail(p->error, -errno, "Cannot stat '%s': %m", P(path));
 
-        e = (PackEntry) { .path = path, .mode = st.st_mode, .mtime = st.st_mtim.tv_sec };
+        e = (PackEntry) { .path = path, .mode = st.st_mode, .mtime = st.st_mtim.tv_sec, .ino = st.st_ino,
+                          .dev = st.st_dev,
+                          .mtime_ns = (int64_t) st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec,
+                          .ctime_ns = (int64_t) st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec };
         if (p->rootfs) {
                 e.uid = st.st_uid;
                 e.gid = st.st_gid;
@@ -952,6 +960,63 @@ static int pack_write(Packer *p, int out_fd) {
         return 0;
 }
 
+/* The walk of pack(), without the writing: the sorted entries. */
+static int pack_collect(Packer *p) {
+        for (char *const *g = p->globs; g && *g; g++)
+                if (glob_check(*g, p->limits) < 0)
+                        return fail(p->error, -EINVAL, "Bad pattern '%s'", P(*g));
+        int r = pack_walk(p, p->root_fd, NULL, "", 0, false);
+        if (r < 0)
+                return r;
+        /* The walk sorted names per directory; a full sort puts "a/b" and
+         * "a.b" in plain byte order too. */
+        if (p->n_items > 0)
+                qsort(p->items, p->n_items, sizeof(PackEntry), entry_cmp);
+        return 0;
+}
+
+int archive_pack_dir_stamp(int dir_fd, char *const *exclude_globs, const ArchiveLimits *l, uint8_t ret[32],
+                           int64_t *ret_newest, ArchiveError *ret_error) {
+        _cleanup_(packer_done) Packer p = {
+                .root_fd = dir_fd,
+                .globs = exclude_globs,
+                .exclude = true,
+                .limits = l ?: &archive_limits_default,
+                .error = ret_error,
+        };
+        crypto_hash_sha256_state h;
+        int64_t newest = 0;
+
+        if (ret_error)
+                ret_error->message[0] = 0;
+        int r = pack_collect(&p);
+        if (r < 0)
+                return r;
+        if (sodium_init() < 0)
+                return -EIO;
+        crypto_hash_sha256_init(&h);
+        /* What the packer is, and what it was asked to leave out. */
+        static const char format[] = "kiln pack_dir stamp 1, pax_restricted+zstd";
+        crypto_hash_sha256_update(&h, (const uint8_t *) format, sizeof format);
+        for (char *const *g = exclude_globs; g && *g; g++)
+                crypto_hash_sha256_update(&h, (const uint8_t *) *g, strlen(*g) + 1);
+        crypto_hash_sha256_update(&h, (const uint8_t *) "", 1);
+        for (size_t i = 0; i < p.n_items; i++) {
+                const PackEntry *e = &p.items[i];
+                uint64_t fixed[] = { e->mode, e->uid, e->gid, e->size, e->ino, e->dev, (uint64_t) e->mtime_ns,
+                                     (uint64_t) e->ctime_ns };
+                crypto_hash_sha256_update(&h, (const uint8_t *) e->path, strlen(e->path) + 1);
+                crypto_hash_sha256_update(&h, (const uint8_t *) fixed, sizeof fixed);
+                if (e->link)
+                        crypto_hash_sha256_update(&h, (const uint8_t *) e->link, strlen(e->link) + 1);
+                crypto_hash_sha256_update(&h, (const uint8_t *) "\n", 1);
+                newest = MAX(newest, MAX(e->mtime_ns, e->ctime_ns));
+        }
+        crypto_hash_sha256_final(&h, ret);
+        *ret_newest = newest;
+        return 0;
+}
+
 static int pack(int dir_fd, char *const *globs, bool exclude, bool rootfs, int out_fd,
                 const ArchiveLimits *l, ArchiveStats *ret_stats, ArchiveError *ret_error) {
         _cleanup_(packer_done) Packer p = {
@@ -966,17 +1031,9 @@ static int pack(int dir_fd, char *const *globs, bool exclude, bool rootfs, int o
 
         if (ret_error)
                 ret_error->message[0] = 0;
-        for (char *const *g = globs; g && *g; g++)
-                if (glob_check(*g, p.limits) < 0)
-                        return fail(ret_error, -EINVAL, "Bad pattern '%s'", P(*g));
-
-        r = pack_walk(&p, dir_fd, NULL, "", 0, false);
+        r = pack_collect(&p);
         if (r < 0)
                 return r;
-        /* The walk sorted names per directory; a full sort puts "a/b" and
-         * "a.b" in plain byte order too. */
-        if (p.n_items > 0)
-                qsort(p.items, p.n_items, sizeof(PackEntry), entry_cmp);
         r = pack_write(&p, out_fd);
         if (r < 0)
                 return r;

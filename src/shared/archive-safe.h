@@ -75,6 +75,17 @@ int archive_pack(int dir_fd, char *const *globs, int out_fd, const ArchiveLimits
 int archive_pack_dir(int dir_fd, char *const *exclude_globs, int out_fd, const ArchiveLimits *l,
                      ArchiveStats *ret_stats, ArchiveError *ret_error);
 
+/* A SHA-256 over what archive_pack_dir() would pack, as the file system
+ * describes it — each entry's path, type and mode, size, link target, and
+ * inode, device, mtime and ctime to the nanosecond — without reading a file
+ * or touching libarchive: equal stamps mean the packer would read the same
+ * files unchanged, so the archive's digest can be remembered under its
+ * stamp. *ret_newest is the newest mtime or ctime seen (ns since the epoch):
+ * a stamp is only trustworthy once the clock has moved past it, since a
+ * write within the file system's timestamp granularity leaves no trace. */
+int archive_pack_dir_stamp(int dir_fd, char *const *exclude_globs, const ArchiveLimits *l, uint8_t ret[32],
+                           int64_t *ret_newest, ArchiveError *ret_error);
+
 /* Both packers produce the same bytes for the same tree: entries sorted by
  * path, uid/gid 0 and no user or group names, permission bits without
  * setuid/setgid/sticky, mtimes in whole seconds for files and symlinks and 0

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "threads.h"
 #include "fd-util.h"
@@ -206,9 +208,24 @@ static bool pick(Pool *p, Request **ret_req, Slot **ret_refill, Held **ret_dead)
         return false;
 }
 
+/* Refills and destruction are background work: they run at a lower priority
+ * than the tasks (nice + POOL_NICE for this thread), so that a task does not
+ * wait for the CPU behind the sandbox being prepared for the next one. A
+ * prepared sandbox's init gets the worker's own priority back before it is
+ * handed out; a task waiting for a sandbox is served at full priority. */
+#define POOL_NICE 10
+
+static void pool_priority(int base, bool background) {
+        (void) setpriority(PRIO_PROCESS, (id_t) gettid(), background ? MIN(base + POOL_NICE, 19) : base);
+}
+
 static void *pool_thread(void *arg) {
         Pool *p = arg;
 
+        errno = 0;
+        int base = getpriority(PRIO_PROCESS, 0);
+        if (errno != 0)
+                base = 0;
         pthread_mutex_lock(&p->lock);
         while (!p->stop) {
                 Request *req;
@@ -248,7 +265,11 @@ static void *pool_thread(void *arg) {
                         pthread_cond_broadcast(&p->done);
                 } else if (refill) {
                         pthread_mutex_unlock(&p->lock);
+                        pool_priority(base, true);
                         int r = prepare(p, refill, &p->defaults, &s);
+                        if (r >= 0)
+                                (void) setpriority(PRIO_PROCESS, (id_t) sandbox_init_pid(s->s), base);
+                        pool_priority(base, false);
                         pthread_mutex_lock(&p->lock);
                         if (r < 0) {
                                 log_warning_errno(r, "Failed to prepare a warm sandbox of image '%s': %m",
@@ -258,8 +279,10 @@ static void *pool_thread(void *arg) {
                                 refill->ready[refill->n_ready++] = s;
                 } else {
                         pthread_mutex_unlock(&p->lock);
+                        pool_priority(base, true);
                         (void) sandbox_destroy(dead->s);
                         held_free(dead);
+                        pool_priority(base, false);
                         pthread_mutex_lock(&p->lock);
                 }
         }

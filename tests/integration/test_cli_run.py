@@ -176,6 +176,66 @@ def test_unchanged_directory_is_uploaded_once(home):
     assert blob_uploads(home) == first
 
 
+def test_unchanged_tree_is_not_packed_again_and_changes_are_never_missed(home):
+    cache = os.path.join(home["state"], "workspaces")
+    d = workdir(home, {"data.txt": "first\n"})
+    old = time.time() - 60
+    os.utime(os.path.join(d, "data.txt"), (old, old))
+    k(home, "run", "--", "true", cwd=d)  # a server is up from here on
+    for e in os.listdir(cache) if os.path.isdir(cache) else []:
+        os.unlink(os.path.join(cache, e))
+    # Changed less than 2 s before the run (the ctime is now): packed, not
+    # remembered (unless this machine took that long to get to it).
+    t0 = time.time()
+    with open(os.path.join(d, "data.txt"), "a") as f:
+        f.write("")
+    os.chmod(os.path.join(d, "data.txt"), 0o644)
+    p = k(home, "run", "-q", "--", "cat", "data.txt", cwd=d)
+    assert p.stdout == b"first\n"
+    if time.time() - t0 < 1.5:
+        assert not os.listdir(cache) if os.path.isdir(cache) else True
+    time.sleep(2.2)
+    assert k(home, "run", "-q", "--", "cat", "data.txt", cwd=d).stdout == b"first\n"
+    entries = os.listdir(cache)
+    assert len(entries) == 1, entries
+    # The remembered digest is what the next run submits without packing:
+    # pointing it at another tree's archive shows it is used…
+    other = workdir(home, {"data.txt": "other\n"})
+    time.sleep(2.2)
+    assert k(home, "run", "-q", "--", "cat", "data.txt", cwd=other).stdout == b"other\n"
+    by_tree = {}
+    for e in os.listdir(cache):
+        by_tree[e] = open(os.path.join(cache, e)).read()
+    mine = [e for e in by_tree if e in entries][0]
+    theirs = [e for e in by_tree if e not in entries][0]
+    with open(os.path.join(cache, mine), "w") as f:
+        f.write(by_tree[theirs])
+    assert k(home, "run", "-q", "--", "cat", "data.txt", cwd=d).stdout == b"other\n"
+    with open(os.path.join(cache, mine), "w") as f:
+        f.write(by_tree[mine])
+    # …and any change reaches the job: same size, mtime put back (the ctime
+    # moves all the same), a new file, a removed one.
+    path = os.path.join(d, "data.txt")
+    with open(path, "w") as f:
+        f.write("FIRST\n")
+    os.utime(path, (old, old))
+    assert k(home, "run", "-q", "--", "cat", "data.txt", cwd=d).stdout == b"FIRST\n"
+    with open(os.path.join(d, "new.txt"), "w") as f:
+        f.write("new\n")
+    assert k(home, "run", "-q", "--", "cat", "new.txt", cwd=d).stdout == b"new\n"
+    os.unlink(os.path.join(d, "new.txt"))
+    p = k(home, "run", "-q", "--", "ls", cwd=d)
+    assert p.stdout == b"data.txt\n", p.stdout
+    # A remembered workspace the server no longer has is packed and uploaded.
+    time.sleep(2.2)
+    assert k(home, "run", "-q", "--", "cat", "data.txt", cwd=d).stdout == b"FIRST\n"
+    blobs = os.path.join(home["state"], "server", "blobs", "sha256")
+    for b in os.listdir(blobs):
+        os.unlink(os.path.join(blobs, b))
+    p = k(home, "run", "-q", "--", "cat", "data.txt", cwd=d)
+    assert p.returncode == 0 and p.stdout == b"FIRST\n", p.stderr
+
+
 def test_git_checkout_packs_tracked_and_untracked_not_ignored(home):
     d = workdir(home, {"tracked.txt": "t\n", "untracked.txt": "u\n", "ignored.log": "i\n",
                        ".gitignore": "*.log\n"})
