@@ -261,8 +261,16 @@ static int up_lock(int dirfd, int *ret_fd) {
         _cleanup_close_ int fd = openat(dirfd, UP_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
                 return -errno;
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-                return -errno;
+        /* A command checking whether a kiln up is alive holds a shared lock
+         * for an instant (up_alive()): only a lock held for longer is
+         * another kiln up. */
+        for (int i = 0;; i++) {
+                if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+                        break;
+                if (errno != EWOULDBLOCK || i >= 20)
+                        return -errno;
+                (void) usleep(10000);
+        }
         *ret_fd = TAKE_FD(fd);
         return 0;
 }
@@ -445,28 +453,16 @@ int verb_up(int argc, char **argv) {
 
 /* ---- finding one ---- */
 
-static size_t discard(char *p _unused_, size_t size, size_t n, void *userdata _unused_) {
-        return size * n;
-}
-
-static bool url_healthy(const char *url) {
-        _cleanup_free_ char *u = NULL;
-        long status = 0;
-        CURL *c = curl_easy_init();
-        if (!c || asprintf(&u, "%s/healthz", url) < 0) {
-                if (c)
-                        curl_easy_cleanup(c);
+/* A running kiln up holds an exclusive lock on up.lock for as long as it
+ * serves (it writes up.json once it listens): asking the kernel spares an
+ * HTTP round trip to every command that looks for it. */
+static bool up_alive(int dirfd) {
+        _cleanup_close_ int fd = openat(dirfd, UP_LOCK_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
                 return false;
-        }
-        curl_easy_setopt(c, CURLOPT_URL, u);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
-        CURLcode cc = curl_easy_perform(c);
-        if (cc == CURLE_OK)
-                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        curl_easy_cleanup(c);
-        return status == 200;
+        if (flock(fd, LOCK_SH | LOCK_NB) == 0)
+                return false; /* nobody holds it: up.json is a leftover */
+        return errno == EWOULDBLOCK;
 }
 
 static int up_read(const char *state, char **ret_url, char **ret_token) {
@@ -482,7 +478,14 @@ static int up_read(const char *state, char **ret_url, char **ret_token) {
         json_decref(j);
         if (!u)
                 return -ENOENT;
-        if (!url_healthy(u) || read_small_fileat(dirfd, UP_TOKEN_FILE, &token) < 0) {
+        if (!up_alive(dirfd)) {
+                /* Left by a kiln up that died: gone, so that nobody waiting for
+                 * the next one to start reads it as that one's. */
+                free(u);
+                (void) unlinkat(dirfd, UP_FILE, 0);
+                return -ENOENT;
+        }
+        if (read_small_fileat(dirfd, UP_TOKEN_FILE, &token) < 0) {
                 free(u);
                 return -ENOENT;
         }

@@ -162,6 +162,29 @@ def test_jobs_get_outbound_network_unless_they_say_none(home):
     assert p.returncode == 2 and b"--network" in p.stderr
 
 
+def test_a_killed_private_server_is_replaced(home):
+    d = workdir(home, {})
+    assert k(home, "run", "-q", "--", "true", cwd=d).returncode == 0
+    first = up_info(home)
+    os.kill(first["pid"], signal.SIGKILL)
+    assert wait_for_gone(first["pid"])
+    # up.json is left behind; nothing holds up.lock any more.
+    p = k(home, "run", "-q", "--", "echo", "again", cwd=d)
+    assert p.returncode == 0 and p.stdout == b"again\n", p.stderr
+    assert up_info(home)["pid"] != first["pid"]
+
+
+def wait_for_gone(pid, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_unchanged_directory_is_uploaded_once(home):
     d = workdir(home, {"data.txt": "unique %s\n" % uuid.uuid4()})
     k(home, "run", "--", "true", cwd=d)  # a server is up from here on
