@@ -29,6 +29,11 @@ typedef struct MetricsSink {
         size_t size;
 } MetricsSink;
 
+
+/* The screen initscr() returns: everything is drawn through it, so that kiln
+ * uses no data symbol of ncurses (stdscr, LINES) and the library can be
+ * loaded only when kiln top runs (tools/lazy-stubs binds functions only). */
+static WINDOW *scr;
 static bool metrics_collect(const char *p, size_t n, void *userdata) {
         MetricsSink *m = userdata;
         if (m->size + n > 4 * 1024 * 1024)
@@ -153,7 +158,7 @@ static int top_fetch(Api *api, TopData *d) {
 static void put_safe(const char *s, int max) {
         for (int i = 0; s && s[i] && i < max; i++) {
                 unsigned char c = (unsigned char) s[i];
-                addch(c < 0x20 || c == 0x7f ? '?' : c);
+                waddch(scr, c < 0x20 || c == 0x7f ? '?' : c);
         }
 }
 
@@ -172,31 +177,31 @@ static void top_draw(Api *api, TopData *d, bool colour) {
         int row = 0;
         char age[32];
 
-        erase();
+        werase(scr);
         cli_format_duration((uint64_t) (d->oldest_age * 1e6), age, sizeof age);
-        attron(A_BOLD);
-        mvprintw(row++, 0, "kiln top — %s", api_server(api));
-        attroff(A_BOLD);
-        mvprintw(row++, 0, "QUEUE  depth %.0f  oldest %s", d->queue_depth, d->queue_depth > 0 ? age : "-");
+        wattron(scr, A_BOLD);
+        mvwprintw(scr, row++, 0, "kiln top — %s", api_server(api));
+        wattroff(scr, A_BOLD);
+        mvwprintw(scr, row++, 0, "QUEUE  depth %.0f  oldest %s", d->queue_depth, d->queue_depth > 0 ? age : "-");
         if (d->error[0])
-                mvprintw(row++, 0, "error: %s", d->error);
+                mvwprintw(scr, row++, 0, "error: %s", d->error);
         row++;
-        attron(A_REVERSE);
-        mvprintw(row++, 0, "%-4s %-20s %-8s %-9s %-24s", "ID", "WORKER", "STATE", "SLOTS", "POOL (ready/target)");
-        attroff(A_REVERSE);
+        wattron(scr, A_REVERSE);
+        mvwprintw(scr, row++, 0, "%-4s %-20s %-8s %-9s %-24s", "ID", "WORKER", "STATE", "SLOTS", "POOL (ready/target)");
+        wattroff(scr, A_REVERSE);
         json_array_foreach(d->workers, i, w) {
-                if (row >= LINES - 4)
+                if (row >= getmaxy(scr) - 4)
                         break;
                 const char *st = json_string_value(json_object_get(w, "state"));
-                mvprintw(row, 0, "%-4" JSON_INTEGER_FORMAT " ", json_integer_value(json_object_get(w, "id")));
+                mvwprintw(scr, row, 0, "%-4" JSON_INTEGER_FORMAT " ", json_integer_value(json_object_get(w, "id")));
                 put_safe(json_string_value(json_object_get(w, "name")), 20);
-                move(row, 26);
+                wmove(scr, row, 26);
                 if (colour && st && streq(st, "online"))
-                        attron(COLOR_PAIR(1));
-                printw("%-8s", st ? st : "?");
+                        wattron(scr, COLOR_PAIR(1));
+                wprintw(scr, "%-8s", st ? st : "?");
                 if (colour)
-                        attroff(COLOR_PAIR(1));
-                printw(" %3" JSON_INTEGER_FORMAT "/%-5" JSON_INTEGER_FORMAT " ",
+                        wattroff(scr, COLOR_PAIR(1));
+                wprintw(scr, " %3" JSON_INTEGER_FORMAT "/%-5" JSON_INTEGER_FORMAT " ",
                        json_integer_value(json_object_get(w, "running")), json_integer_value(json_object_get(w, "slots")));
                 const char *img;
                 json_t *n;
@@ -208,19 +213,19 @@ static void top_draw(Api *api, TopData *d, bool colour) {
                                 n = json_object_get(n, "warm");
                         put_safe(img, 20);
                         if (local)
-                                printw(" %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " warm  ",
+                                wprintw(scr, " %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " warm  ",
                                        json_integer_value(json_object_get(d->pool_ready, img)), json_integer_value(n));
                         else
-                                printw(" target %" JSON_INTEGER_FORMAT "  ", json_integer_value(n));
+                                wprintw(scr, " target %" JSON_INTEGER_FORMAT "  ", json_integer_value(n));
                 }
                 row++;
         }
         row++;
-        attron(A_REVERSE);
-        mvprintw(row++, 0, "%-6s %-6s %-24s %-9s %-16s %s", "JOB", "TASK", "NAME", "STATE", "WORKER", "TIME");
-        attroff(A_REVERSE);
+        wattron(scr, A_REVERSE);
+        mvwprintw(scr, row++, 0, "%-6s %-6s %-24s %-9s %-16s %s", "JOB", "TASK", "NAME", "STATE", "WORKER", "TIME");
+        wattroff(scr, A_REVERSE);
         json_array_foreach(d->running, i, t) {
-                if (row >= LINES - 1)
+                if (row >= getmaxy(scr) - 1)
                         break;
                 int64_t s;
                 char dur[32] = "-";
@@ -228,18 +233,18 @@ static void top_draw(Api *api, TopData *d, bool colour) {
                         int64_t now = cli_now_usec();
                         cli_format_duration(now > s ? (uint64_t) (now - s) : 0, dur, sizeof dur);
                 }
-                mvprintw(row, 0, "%-6" JSON_INTEGER_FORMAT " %-6" JSON_INTEGER_FORMAT " ",
+                mvwprintw(scr, row, 0, "%-6" JSON_INTEGER_FORMAT " %-6" JSON_INTEGER_FORMAT " ",
                          json_integer_value(json_object_get(t, "job")), json_integer_value(json_object_get(t, "task")));
                 put_safe(json_string_value(json_object_get(t, "name")), 24);
-                mvprintw(row, 39, "%-9s ", json_string_value(json_object_get(t, "state")));
+                mvwprintw(scr, row, 39, "%-9s ", json_string_value(json_object_get(t, "state")));
                 put_safe(worker_name(d, json_integer_value(json_object_get(t, "worker"))), 16);
-                mvprintw(row, 66, "%s", dur);
+                mvwprintw(scr, row, 66, "%s", dur);
                 row++;
         }
         if (json_array_size(d->running) == 0)
-                mvprintw(row++, 0, "(no running tasks)");
-        mvprintw(LINES - 1, 0, "q quits");
-        refresh();
+                mvwprintw(scr, row++, 0, "(no running tasks)");
+        mvwprintw(scr, getmaxy(scr) - 1, 0, "q quits");
+        wrefresh(scr);
 }
 
 static const char top_usage[] =
@@ -284,14 +289,15 @@ int verb_top(int argc, char **argv) {
                 (void) api_open(&wo, &worker_api);
         }
         bool colour = cli_colour(stdout);
-        if (!initscr()) {
+        scr = initscr();
+        if (!scr) {
                 log_error("Failed to initialise the terminal.");
                 return 1;
         }
         cbreak();
         noecho();
         curs_set(0);
-        timeout(TOP_REFRESH_MS);
+        wtimeout(scr, TOP_REFRESH_MS);
         if (colour && has_colors()) {
                 start_color();
                 use_default_colors();
@@ -307,7 +313,7 @@ int verb_top(int argc, char **argv) {
                         snprintf(d.error, sizeof d.error, "cannot reach %s", api_server(api));
                 top_draw(api, &d, colour);
                 top_data_done(&d);
-                int ch = getch();
+                int ch = wgetch(scr);
                 if (ch == 'q' || ch == 'Q')
                         break;
         }
