@@ -20,7 +20,8 @@ def test_server_reads_its_options_from_a_config_file():
     conf = write("# the lease TTL from the file\nlease-ttl = 7s\n  max-body = 2M  \n")
     srv = Server(args=["--config", conf]).start()
     try:
-        assert "lease TTL 7.0s" in srv.log()
+        # Logged right after the "listening" line the start waits for.
+        assert wait_for(lambda: "lease TTL 7.0s" in srv.log(), timeout=10), srv.log()
     finally:
         srv.cleanup()
         os.unlink(conf)
