@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,6 +41,7 @@ struct Output {
         LogShip *ship;
         int log_r, log_w;
         int err_r, err_w;
+        int err_peek; /* a duplicate of err_r, to see what the stderr pipe holds */
         int stop_fd; /* eventfd: give up waiting for writers */
         Service services[OUTPUT_SERVICES_MAX];
         size_t n_services;
@@ -181,7 +183,7 @@ int output_new(Masker *m, char *const *secrets, LogShip *ship, size_t n_services
         o->masker = m;
         o->ship = ship;
         o->out = BUF_INIT(0);
-        o->log_r = o->log_w = o->err_r = o->err_w = o->stop_fd = -EBADF;
+        o->log_r = o->log_w = o->err_r = o->err_w = o->err_peek = o->stop_fd = -EBADF;
         for (size_t i = 0; i < OUTPUT_SERVICES_MAX; i++)
                 o->services[i].rfd = o->services[i].wfd = -EBADF;
         if (pipe2(p, O_CLOEXEC) < 0)
@@ -193,6 +195,9 @@ int output_new(Masker *m, char *const *secrets, LogShip *ship, size_t n_services
                 goto fail_errno;
         o->err_r = p[0];
         o->err_w = p[1];
+        o->err_peek = fcntl(o->err_r, F_DUPFD_CLOEXEC, 3);
+        if (o->err_peek < 0)
+                goto fail_errno;
         (void) fcntl(o->err_r, F_SETPIPE_SZ, 1 << 20);
         r = masker_new(secrets, &o->err_masker);
         if (r < 0)
@@ -239,6 +244,7 @@ Output *output_free(Output *o) {
         safe_close(o->log_w);
         safe_close(o->err_r);
         safe_close(o->err_w);
+        safe_close(o->err_peek);
         masker_free(o->err_masker);
         safe_close(o->stop_fd);
         for (size_t i = 0; i < o->n_services; i++) {
@@ -266,6 +272,17 @@ int output_service_fd(Output *o, size_t i) {
 }
 
 void output_write(Output *o, const void *p, size_t n) {
+        /* The worker's lines go into the stdout pipe, after what the steps
+         * wrote there; what they wrote to stderr before must not be overtaken
+         * either: wait until the reader has taken it out of its pipe (it ships
+         * it before it reads on), for at most 50 ms (a process still writing
+         * to stderr could keep it full). */
+        for (int i = 0; i < 200; i++) {
+                int queued = 0;
+                if (ioctl(o->err_peek, FIONREAD, &queued) < 0 || queued == 0)
+                        break;
+                (void) usleep(250);
+        }
         if (o->log_w >= 0)
                 (void) loop_write(o->log_w, p, n);
 }
