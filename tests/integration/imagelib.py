@@ -6,9 +6,11 @@ import io
 import json
 import os
 import stat
+import subprocess
 import tarfile
 
 from conftest import kiln
+from sandboxlib import make_busybox_rootfs
 
 
 def tar_bytes(entries, gz=False):
@@ -137,3 +139,13 @@ def file_digest(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+def busybox_tar(tmp, tag):
+    """A busybox rootfs tarball whose /etc/rev says tag."""
+    root = make_busybox_rootfs(os.path.join(tmp, "bb-" + tag))
+    with open(os.path.join(root, "etc", "rev"), "w") as f:
+        f.write(tag + "\n")
+    path = os.path.join(tmp, "bb-%s.tar" % tag)
+    subprocess.run(["tar", "-C", root, "-cf", path, "."], check=True)
+    return path

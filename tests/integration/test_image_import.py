@@ -4,14 +4,10 @@ import json
 import os
 import subprocess
 import threading
-import time
-
-import pytest
 
 from conftest import KILN, kiln, needs_root
-from imagelib import (dir_to_tar, docker_save_tar, file_digest, rootfs_path, show, snapshot, tar_bytes,
-                      write_oci_layout)
-from sandboxlib import make_busybox_rootfs
+from imagelib import (busybox_tar, dir_to_tar, docker_save_tar, file_digest, rootfs_path, show,
+                      snapshot, tar_bytes, write_oci_layout)
 
 pytestmark = needs_root
 
@@ -160,13 +156,6 @@ def test_hostile_layers_are_refused_and_current_stays(tmpdir_path):
     assert os.listdir(outside) == []
 
 
-def busybox_tar(tmpdir_path, tag):
-    root = make_busybox_rootfs(os.path.join(tmpdir_path, "bb-" + tag))
-    with open(os.path.join(root, "etc", "rev"), "w") as f:
-        f.write(tag + "\n")
-    path = os.path.join(tmpdir_path, "bb-%s.tar" % tag)
-    subprocess.run(["tar", "-C", root, "-cf", path, "."], check=True)
-    return path
 
 
 def test_revisions_keep_rollback_and_rm(tmpdir_path, sandbox_dir):

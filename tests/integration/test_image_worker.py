@@ -5,18 +5,15 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 
 from conftest import kiln, needs_root
-from imagelib import show
+from imagelib import busybox_tar, show
 from kilnapi import Server, submit, wait_for
-from sandboxlib import make_busybox_rootfs
-from workerlib import WorkerProc, task_log, wait_job
+from workerlib import WorkerProc, task_log, wait_job, worker_metrics
 
 pytestmark = needs_root
 
@@ -27,24 +24,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def metrics(port):
-    """{'name{labels}': value} of a worker's /metrics."""
-    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.rsplit(" ", 1)
-            out[k] = float(v)
-    return out
 
 
-def busybox_tar(tmp, tag):
-    root = make_busybox_rootfs(os.path.join(tmp, "bb-" + tag))
-    with open(os.path.join(root, "etc", "rev"), "w") as f:
-        f.write(tag + "\n")
-    path = os.path.join(tmp, "bb-%s.tar" % tag)
-    subprocess.run(["tar", "-C", root, "-cf", path, "."], check=True)
-    return path
 
 
 def imp(data, name, src):
@@ -72,26 +53,26 @@ def test_warm_pool_follows_the_current_revision(tmpdir_path):
                                         "--metrics", "127.0.0.1:%d" % port]).start()
     ready = 'kiln_worker_pool_ready{image="bb"}'
     try:
-        assert wait_for(lambda: metrics(port)[ready] == 2, timeout=30), w.log()
+        assert wait_for(lambda: worker_metrics(port)[ready] == 2, timeout=30), w.log()
         assert run_rev(srv) == b"A\n"
-        assert wait_for(lambda: metrics(port)[ready] == 2, timeout=30), w.log()
-        assert metrics(port)["kiln_worker_pool_retired_total"] == 0
+        assert wait_for(lambda: worker_metrics(port)[ready] == 2, timeout=30), w.log()
+        assert worker_metrics(port)["kiln_worker_pool_retired_total"] == 0
 
         # B becomes current while two warm sandboxes of A wait: the next job
         # (submitted at once, before the pool's own check) runs B.
         imp(data, "bb", busybox_tar(tmpdir_path, "B"))
         assert run_rev(srv) == b"B\n"
-        assert wait_for(lambda: metrics(port)["kiln_worker_pool_retired_total"] == 2, timeout=10), w.log()
+        assert wait_for(lambda: worker_metrics(port)["kiln_worker_pool_retired_total"] == 2, timeout=10), w.log()
         assert "Retiring warm sandbox" in w.log()
-        assert wait_for(lambda: metrics(port)[ready] == 2, timeout=30), w.log()
+        assert wait_for(lambda: worker_metrics(port)[ready] == 2, timeout=30), w.log()
 
         # A rollback is a switch like any other; the pool refills with A
         # without a job asking.
         assert kiln("image", "rollback", "bb", "--data", data).returncode == 0
-        assert wait_for(lambda: metrics(port)["kiln_worker_pool_retired_total"] == 4, timeout=10), w.log()
-        assert wait_for(lambda: metrics(port)[ready] == 2, timeout=30), w.log()
+        assert wait_for(lambda: worker_metrics(port)["kiln_worker_pool_retired_total"] == 4, timeout=10), w.log()
+        assert wait_for(lambda: worker_metrics(port)[ready] == 2, timeout=30), w.log()
         assert run_rev(srv) == b"A\n"
-        assert metrics(port)["kiln_worker_pool_retired_total"] == 4
+        assert worker_metrics(port)["kiln_worker_pool_retired_total"] == 4
     finally:
         w.stop()
         srv.cleanup()
@@ -209,7 +190,7 @@ def test_scheduled_rebuild_runs_once_in_one_slot(tmpdir_path):
     def sample():
         while not stop.is_set():
             try:
-                m = metrics(port)
+                m = worker_metrics(port)
                 samples.append((time.time(), m["kiln_worker_rebuild_running"], m["kiln_worker_tasks_running"],
                                 m["kiln_worker_slots_used"]))
             except OSError:
@@ -228,7 +209,7 @@ def test_scheduled_rebuild_runs_once_in_one_slot(tmpdir_path):
             if queued < 3:
                 jobs.append(submit(srv, {"name": "busy", "steps": [{"run": "sleep 2"}]}))
             jobs[-6:] = [srv.client().get("/api/v1/jobs/%d" % j["id"]).json() for j in jobs[-6:]]
-            m = metrics(port)
+            m = worker_metrics(port)
             if m["kiln_worker_rebuilds_total"] >= 1 and m["kiln_worker_rebuild_running"] == 0:
                 break
             time.sleep(0.3)
@@ -237,7 +218,7 @@ def test_scheduled_rebuild_runs_once_in_one_slot(tmpdir_path):
         for _ in range(10):
             jobs.append(submit(srv, {"name": "busy", "steps": [{"run": "sleep 1"}]}))
             time.sleep(0.5)
-        m = metrics(port)
+        m = worker_metrics(port)
         assert m["kiln_worker_rebuilds_total"] == 1 and m["kiln_worker_rebuilds_failed_total"] == 0, w.log()
     finally:
         stop.set()

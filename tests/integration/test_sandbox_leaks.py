@@ -6,7 +6,6 @@ Other kiln users of the machine (a worker's pool, another test run) may come
 and go meanwhile: the kiln processes of these tests run in a network
 namespace of their own (so the veths counted are theirs), and the processes
 counted are those of sandboxes under the test's sandbox directory."""
-import os
 import signal
 import subprocess
 import time

@@ -12,7 +12,7 @@ import pytest
 from conftest import have_root
 from kilnapi import Server, submit, wait_for
 from workerlib import (WorkerProc, err_frame, artifact_files, artifacts, make_tar, split_streams, task, task_log,
-                       upload_blob, wait_job, wait_task_state)
+                       upload_blob, wait_job, worker_metrics, wait_task_state)
 
 pytestmark = pytest.mark.skipif(not have_root(), reason="needs root (sandboxes: namespaces, cgroups, mounts)")
 
@@ -231,12 +231,7 @@ def test_secrets_are_masked_in_every_form(env):
 def test_metrics(env):
     srv, w = env
     wait_job(srv, submit(srv, {"name": "m", "steps": [{"run": "echo hi"}]})["id"])
-    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS_PORT, timeout=10).read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.rsplit(" ", 1)
-            values[k] = float(v)
+    values = worker_metrics(METRICS_PORT)
     assert values['kiln_worker_pool_target{image="host"}'] == 2
     assert 0 <= values['kiln_worker_pool_ready{image="host"}'] <= 2
     assert values["kiln_worker_sandbox_prepare_seconds_count"] >= 2

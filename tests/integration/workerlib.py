@@ -10,6 +10,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import urllib.request
 
 from conftest import KILN
 from kilnapi import wait_for
@@ -163,6 +164,17 @@ def split_streams(log):
 
 def err_frame(b):
     return b"\x1b]kiln;err;%d\x07" % len(b) + b
+
+
+def worker_metrics(port):
+    """{'name{labels}': value} of a worker's /metrics."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
 
 
 def artifacts(srv, jid):
