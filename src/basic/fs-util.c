@@ -151,3 +151,15 @@ uint64_t now_usec(int clock) {
         clock_gettime(clock, &ts);
         return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
 }
+
+struct timespec timespec_after(int clock, uint64_t usec) {
+        struct timespec ts;
+        clock_gettime(clock, &ts);
+        ts.tv_sec += (time_t) (usec / 1000000);
+        ts.tv_nsec += (long) (usec % 1000000) * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        return ts;
+}

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* Writes s (no newline added) to an existing file such as a cgroup or /proc knob. */
 int write_string_file(const char *path, const char *s);
@@ -17,3 +18,6 @@ int mkdir_p(const char *path, mode_t mode);
 int rm_rf(const char *path);
 bool path_is_absolute(const char *p);
 uint64_t now_usec(int clock);
+/* The time on clock usec from now, as the absolute timespec that
+ * pthread_cond_timedwait() and sem_timedwait() take. */
+struct timespec timespec_after(int clock, uint64_t usec);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fs-util.h"
 #include "log.h"
 #include "macro.h"
 #include "store-internal.h"
@@ -488,14 +489,7 @@ int store_write_parked(Store *s, StoreOpFunc func, void *userdata, uint64_t seen
                         continue;
                 }
                 /* done_cond runs on CLOCK_REALTIME. */
-                uint64_t left = deadline - now;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += (time_t) (left / 1000000);
-                ts.tv_nsec += (long) (left % 1000000) * 1000;
-                if (ts.tv_nsec >= 1000000000) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000;
-                }
+                ts = timespec_after(CLOCK_REALTIME, deadline - now);
                 pthread_cond_timedwait(&s->done_cond, &s->op_lock, &ts);
         }
         pthread_mutex_unlock(&s->op_lock);
@@ -566,14 +560,7 @@ int store_wait(Store *s, const StoreGen *seen, unsigned mask, uint64_t deadline)
                         r = -ETIMEDOUT;
                         break;
                 }
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                uint64_t left = deadline - now;
-                ts.tv_sec += (time_t) (left / 1000000);
-                ts.tv_nsec += (long) (left % 1000000) * 1000;
-                if (ts.tv_nsec >= 1000000000) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000;
-                }
+                ts = timespec_after(CLOCK_MONOTONIC, deadline - now);
                 pthread_cond_timedwait(&s->gen_cond, &s->gen_lock, &ts);
         }
         pthread_mutex_unlock(&s->gen_lock);

@@ -254,13 +254,7 @@ void *worker_images_thread(void *arg) {
                         report(w, cl, &last);
                         next_report = now_usec(CLOCK_MONOTONIC) + REPORT_CHECK_USEC;
                 }
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += 200 * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000L;
-                }
+                struct timespec ts = timespec_after(CLOCK_REALTIME, 200 * 1000ULL);
                 pthread_mutex_lock(&w->lock);
                 if (!atomic_load(&w->draining))
                         pthread_cond_timedwait(&w->cond, &w->lock, &ts);

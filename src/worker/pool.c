@@ -242,14 +242,7 @@ static void *pool_thread(void *arg) {
                 if (!pick(p, &req, &refill, &dead)) {
                         uint64_t now = now_usec(CLOCK_MONOTONIC);
                         uint64_t wait = quiet(p, now) ? p->quiet_until - now : 1000000ULL;
-                        struct timespec ts;
-                        clock_gettime(CLOCK_REALTIME, &ts);
-                        ts.tv_sec += (time_t) (wait / 1000000);
-                        ts.tv_nsec += (long) (wait % 1000000) * 1000;
-                        if (ts.tv_nsec >= 1000000000L) {
-                                ts.tv_sec++;
-                                ts.tv_nsec -= 1000000000L;
-                        }
+                        struct timespec ts = timespec_after(CLOCK_REALTIME, wait);
                         pthread_cond_timedwait(&p->wake, &p->lock, &ts);
                         continue;
                 }

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fs-util.h"
 #include "threads.h"
 
 /* Process-wide on purpose: the hazard is the process's thread list, shared by
@@ -177,13 +178,7 @@ int worker_thread_timedjoin(pthread_t t, uint64_t timeout_usec) {
         Entry *e = entry_take(t);
         if (!e)
                 return -ESRCH;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t) (timeout_usec / 1000000);
-        ts.tv_nsec += (long) (timeout_usec % 1000000) * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-        }
+        ts = timespec_after(CLOCK_REALTIME, timeout_usec);
         int r;
         while ((r = sem_timedwait(&e->done, &ts)) < 0 && errno == EINTR)
                 ;
