@@ -20,11 +20,12 @@ static const struct option *option_find(const struct option *opts, const char *n
         return NULL;
 }
 
-/* The file's options, as "--key" "value" pairs appended to *args. */
-static int conf_read(const char *path, const struct option *opts, char ***args) {
+int conf_parse_file(const char *path, size_t max, ConfLineFn fn, void *userdata) {
         _cleanup_free_ char *text = NULL;
         unsigned lineno = 0;
-        int r = read_full_file(path, CONF_FILE_MAX, &text, NULL);
+        int r = read_full_file(path, max, &text, NULL);
+        if (r == -ENOENT)
+                return r;
         if (r < 0)
                 return log_error_errno(r, "Failed to read the config file '%s': %m", path);
 
@@ -46,14 +47,28 @@ static int conf_read(const char *path, const struct option *opts, char ***args) 
                 v += strspn(v, " \t");
                 for (size_t n = strlen(v); n > 0 && isspace((unsigned char) v[n - 1]); n--)
                         v[n - 1] = 0;
-                const struct option *o = option_find(opts, k);
-                if (!o || o->has_arg != required_argument || streq(k, "config"))
-                        return log_error_errno(EINVAL, "%s:%u: unknown option '%s' (the keys are the long "
-                                               "options of --help, without the dashes).", path, lineno, k);
-                _cleanup_free_ char *flag = NULL;
-                if (asprintf(&flag, "--%s", k) < 0 || strv_extend(args, flag) < 0 || strv_extend(args, v) < 0)
-                        return -ENOMEM;
+                r = fn(path, lineno, k, v, userdata);
+                if (r < 0)
+                        return r;
         }
+        return 0;
+}
+
+typedef struct ArgsFromConf {
+        const struct option *opts;
+        char ***args;
+} ArgsFromConf;
+
+/* One line of a --config file, as "--key" "value" appended to the args. */
+static int conf_line_to_args(const char *path, unsigned lineno, const char *k, const char *v, void *userdata) {
+        ArgsFromConf *a = userdata;
+        const struct option *o = option_find(a->opts, k);
+        if (!o || o->has_arg != required_argument || streq(k, "config"))
+                return log_error_errno(EINVAL, "%s:%u: unknown option '%s' (the keys are the long options of "
+                                       "--help, without the dashes).", path, lineno, k);
+        _cleanup_free_ char *flag = NULL;
+        if (asprintf(&flag, "--%s", k) < 0 || strv_extend(a->args, flag) < 0 || strv_extend(a->args, v) < 0)
+                return -ENOMEM;
         return 0;
 }
 
@@ -84,7 +99,10 @@ int conf_args_merge(int argc, char **argv, const struct option *opts, char ***re
                         return -ENOMEM;
         }
         if (path) {
-                int r = conf_read(path, opts, &args);
+                int r = conf_parse_file(path, CONF_FILE_MAX, conf_line_to_args,
+                                        &(ArgsFromConf) { .opts = opts, .args = &args });
+                if (r == -ENOENT)
+                        return log_error_errno(r, "Failed to read the config file '%s': %m", path);
                 if (r < 0)
                         return r;
         }

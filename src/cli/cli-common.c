@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "conf-args.h"
 #include "fd-util.h"
 #include "fs-util.h"
 #include "log.h"
@@ -79,9 +80,20 @@ int cli_state_dir(char **ret) {
         return 0;
 }
 
+static int config_line(const char *path, unsigned lineno, const char *k, const char *v, void *userdata) {
+        char ***dsts = userdata; /* server, token */
+        char **dst = streq(k, "server") ? dsts[0] : streq(k, "token") ? dsts[1] : NULL;
+        if (!dst)
+                return log_error_errno(EINVAL, "%s:%u: unknown key '%s' (expected server or token).", path, lineno,
+                                       k);
+        free(*dst);
+        *dst = strdup(v);
+        return *dst ? 0 : -ENOMEM;
+}
+
 /* The config file: "key = value" lines, '#' comments; keys server, token. */
 static int config_read(char **ret_server, char **ret_token) {
-        _cleanup_free_ char *user = NULL, *text = NULL;
+        _cleanup_free_ char *user = NULL;
         const char *x = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
         const char *path = NULL;
         int r;
@@ -95,40 +107,9 @@ static int config_read(char **ret_server, char **ret_token) {
         if (r < 0)
                 return -ENOMEM;
         path = user && access(user, F_OK) == 0 ? user : "/etc/kiln/kiln.conf";
-        r = read_full_file(path, CLI_CONFIG_MAX, &text, NULL);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
-                return log_error_errno(r, "Failed to read the config file '%s': %m", path);
-
-        unsigned lineno = 0;
-        for (char *line = text, *next; line; line = next) {
-                next = strchr(line, '\n');
-                if (next)
-                        *next++ = 0;
-                lineno++;
-                line += strspn(line, " \t");
-                if (!*line || *line == '#')
-                        continue;
-                char *eq = strchr(line, '=');
-                if (!eq)
-                        return log_error_errno(EINVAL, "%s:%u: expected 'key = value'.", path, lineno);
-                char *k = line, *v = eq + 1;
-                *eq = 0;
-                k[strcspn(k, " \t")] = 0;
-                v += strspn(v, " \t");
-                for (size_t n = strlen(v); n > 0 && isspace((unsigned char) v[n - 1]); n--)
-                        v[n - 1] = 0;
-                char **dst = streq(k, "server") ? ret_server : streq(k, "token") ? ret_token : NULL;
-                if (!dst)
-                        return log_error_errno(EINVAL, "%s:%u: unknown key '%s' (expected server or token).",
-                                               path, lineno, k);
-                free(*dst);
-                *dst = strdup(v);
-                if (!*dst)
-                        return -ENOMEM;
-        }
-        return 0;
+        char **dsts[] = { ret_server, ret_token };
+        r = conf_parse_file(path, CLI_CONFIG_MAX, config_line, dsts);
+        return r == -ENOENT ? 0 : r;
 }
 
 Api *api_free(Api *a) {

@@ -185,6 +185,26 @@ def wait_for_gone(pid, timeout=10):
     return False
 
 
+def test_config_file_names_server_and_token(home):
+    assert k(home, "run", "-q", "--", "true", cwd=workdir(home, {})).returncode == 0
+    info = up_info(home)
+    token = open(os.path.join(home["state"], "admin.token")).read().strip()
+    conf_dir = os.path.join(home["env"]["XDG_CONFIG_HOME"], "kiln")
+    os.makedirs(conf_dir, exist_ok=True)
+    conf = os.path.join(conf_dir, "kiln.conf")
+    with open(conf, "w") as f:
+        f.write("# the local kiln up\nserver = %s  \n  token=%s\n" % (info["url"], token))
+    assert k(home, "ps", "--json").returncode == 0
+    with open(conf, "w") as f:
+        f.write("server = %s\ntoken = kiln_usr_wrong\n" % info["url"])
+    p = k(home, "ps")
+    assert p.returncode == 1 and b"config file" in p.stderr, p.stderr
+    with open(conf, "w") as f:
+        f.write("\nsrever = %s\n" % info["url"])
+    p = k(home, "ps")
+    assert p.returncode != 0 and (conf + ":2: unknown key 'srever'").encode() in p.stderr, p.stderr
+
+
 def test_unchanged_directory_is_uploaded_once(home):
     d = workdir(home, {"data.txt": "unique %s\n" % uuid.uuid4()})
     k(home, "run", "--", "true", cwd=d)  # a server is up from here on
