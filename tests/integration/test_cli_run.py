@@ -192,17 +192,20 @@ def test_config_file_names_server_and_token(home):
     conf_dir = os.path.join(home["env"]["XDG_CONFIG_HOME"], "kiln")
     os.makedirs(conf_dir, exist_ok=True)
     conf = os.path.join(conf_dir, "kiln.conf")
-    with open(conf, "w") as f:
-        f.write("# the local kiln up\nserver = %s  \n  token=%s\n" % (info["url"], token))
-    assert k(home, "ps", "--json").returncode == 0
-    with open(conf, "w") as f:
-        f.write("server = %s\ntoken = kiln_usr_wrong\n" % info["url"])
-    p = k(home, "ps")
-    assert p.returncode == 1 and b"config file" in p.stderr, p.stderr
-    with open(conf, "w") as f:
-        f.write("\nsrever = %s\n" % info["url"])
-    p = k(home, "ps")
-    assert p.returncode != 0 and (conf + ":2: unknown key 'srever'").encode() in p.stderr, p.stderr
+    try:  # the home is shared with the tests that follow
+        with open(conf, "w") as f:
+            f.write("# the local kiln up\nserver = %s  \n  token=%s\n" % (info["url"], token))
+        assert k(home, "ps", "--json").returncode == 0
+        with open(conf, "w") as f:
+            f.write("server = %s\ntoken = kiln_usr_wrong\n" % info["url"])
+        p = k(home, "ps")
+        assert p.returncode == 1 and b"config file" in p.stderr, p.stderr
+        with open(conf, "w") as f:
+            f.write("\nsrever = %s\n" % info["url"])
+        p = k(home, "ps")
+        assert p.returncode != 0 and (conf + ":2: unknown key 'srever'").encode() in p.stderr, p.stderr
+    finally:
+        os.unlink(conf)
 
 
 def test_unchanged_directory_is_uploaded_once(home):
