@@ -2,7 +2,6 @@
 /* The user-facing verbs' shared parts: configuration, the API connection,
  * Ctrl-C, colour and formatting (docs/cli.md). */
 #include <ctype.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli-http.h"
 #include "cli.h"
 #include "conf-args.h"
 #include "fd-util.h"
@@ -21,8 +21,8 @@
 struct Api {
         char *server;
         char *token;
-        CURL *curl;
-        struct curl_slist *auth;
+        HttpConn *conn;
+        char *auth; /* "Authorization: Bearer …" */
 };
 
 /* ---- Ctrl-C ---- */
@@ -50,11 +50,6 @@ bool cli_sigint_pending(void) {
 
 void cli_sigint_ack(unsigned n) {
         sigint_acked = n;
-}
-
-static int on_progress(void *p _unused_, curl_off_t a _unused_, curl_off_t b _unused_, curl_off_t c _unused_,
-                       curl_off_t d _unused_) {
-        return (unsigned) sigint_count != sigint_acked;
 }
 
 /* ---- configuration ---- */
@@ -115,9 +110,11 @@ static int config_read(char **ret_server, char **ret_token) {
 Api *api_free(Api *a) {
         if (!a)
                 return NULL;
-        if (a->curl)
-                curl_easy_cleanup(a->curl);
-        curl_slist_free_all(a->auth);
+        http_conn_free(a->conn);
+        if (a->auth) {
+                explicit_bzero(a->auth, strlen(a->auth));
+                free(a->auth);
+        }
         if (a->token) {
                 explicit_bzero(a->token, strlen(a->token));
                 free(a->token);
@@ -133,7 +130,7 @@ const char *api_server(const Api *a) {
 
 int api_open(const ApiOptions *o, Api **ret) {
         _cleanup_(api_freep) Api *a = calloc(1, sizeof *a);
-        _cleanup_free_ char *cfg_server = NULL, *cfg_token = NULL, *auth = NULL;
+        _cleanup_free_ char *cfg_server = NULL, *cfg_token = NULL;
         const char *server = o->server, *token = o->token;
         int r;
 
@@ -174,14 +171,10 @@ int api_open(const ApiOptions *o, Api **ret) {
         while (n > 0 && a->server[n - 1] == '/')
                 a->server[--n] = 0;
 
-        a->curl = curl_easy_init();
-        if (!a->curl)
-                return -ENOMEM;
-        if (asprintf(&auth, "Authorization: Bearer %s", a->token) < 0)
-                return -ENOMEM;
-        a->auth = curl_slist_append(NULL, auth);
-        explicit_bzero(auth, strlen(auth));
-        if (!a->auth)
+        r = http_conn_new(a->server, &a->conn);
+        if (r < 0)
+                return r;
+        if (asprintf(&a->auth, "Authorization: Bearer %s", a->token) < 0)
                 return -ENOMEM;
         *ret = TAKE_PTR(a);
         return 0;
@@ -193,94 +186,56 @@ typedef struct Sink {
         char *buf;
         size_t size;
         ApiDataFn fn;
+        ApiDataFn header_fn;
         void *userdata;
-        bool stopped;
+        bool too_large;
 } Sink;
 
-static size_t sink_write(char *p, size_t size, size_t n, void *userdata) {
+static bool sink_header(const char *p, size_t len, void *userdata) {
         Sink *s = userdata;
-        size_t len = size * n;
-        if (s->fn) {
-                if (!s->fn(p, len, s->userdata)) {
-                        s->stopped = true;
-                        return 0;
-                }
-                return len;
+        return s->header_fn ? s->header_fn(p, len, s->userdata) : true;
+}
+
+static bool sink_write(const char *p, size_t len, void *userdata) {
+        Sink *s = userdata;
+        if (s->fn)
+                return s->fn(p, len, s->userdata);
+        if (s->size + len > CLI_RESPONSE_MAX) {
+                s->too_large = true;
+                return false;
         }
-        if (s->size + len > CLI_RESPONSE_MAX)
-                return 0;
         char *b = realloc(s->buf, s->size + len + 1);
         if (!b)
-                return 0;
+                return false;
         memcpy(b + s->size, p, len);
         s->buf = b;
         s->size += len;
         s->buf[s->size] = 0;
-        return len;
+        return true;
 }
 
-typedef struct HeaderSink {
-        ApiDataFn fn;
-        void *userdata;
-} HeaderSink;
-
-static size_t header_write(char *p, size_t size, size_t n, void *userdata) {
-        HeaderSink *h = userdata;
-        if (h->fn)
-                (void) h->fn(p, size * n, h->userdata);
-        return size * n;
-}
-
+/* One request; a body either in memory or body_fd's first fd_size bytes. */
 static int transfer(Api *a, const char *method, const char *path, const char *body, size_t body_size,
-                    const char *content_type, Sink *sink, HeaderSink *hs, long *ret_status) {
-        _cleanup_free_ char *url = NULL, *ctype = NULL;
-        struct curl_slist *headers = NULL;
-        CURL *c = a->curl;
+                    int body_fd, uint64_t fd_size, const char *content_type, Sink *sink, long *ret_status) {
+        _cleanup_free_ char *ctype = NULL;
 
-        if (asprintf(&url, "%s%s", a->server, path) < 0 ||
-            asprintf(&ctype, "Content-Type: %s", content_type ? content_type : "application/json") < 0)
+        if (asprintf(&ctype, "Content-Type: %s", content_type ? content_type : "application/json") < 0)
                 return -ENOMEM;
-        for (struct curl_slist *h = a->auth; h; h = h->next)
-                headers = curl_slist_append(headers, h->data);
-        headers = curl_slist_append(headers, ctype);
-        headers = curl_slist_append(headers, "Expect:");
-        if (!headers)
-                return -ENOMEM;
-
-        curl_easy_reset(c);
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-        curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
-        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-        if (hs) {
-                curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_write);
-                curl_easy_setopt(c, CURLOPT_HEADERDATA, hs);
-        }
-        if (streq(method, "GET"))
-                curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-        else if (streq(method, "HEAD"))
-                curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-        else {
-                curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-                curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
-                curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) (body ? body_size : 0));
-        }
-        CURLcode cc = curl_easy_perform(c);
-        curl_slist_free_all(headers);
-        if (cc == CURLE_ABORTED_BY_CALLBACK)
-                return -EINTR;
-        if (cc == CURLE_WRITE_ERROR && sink->stopped)
-                cc = CURLE_OK;
-        if (cc != CURLE_OK)
-                return log_error_errno(cc == CURLE_COULDNT_CONNECT ? ECONNREFUSED : EIO,
-                                       "Failed to reach the server at '%s': %s", a->server, curl_easy_strerror(cc));
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, ret_status);
-        return 0;
+        const char *headers[] = { a->auth, ctype, NULL };
+        HttpRequest q = {
+                .method = method,
+                .path = path,
+                .headers = headers,
+                .body = body,
+                .body_size = body_size,
+                .body_fd = body_fd,
+                .body_fd_size = fd_size,
+                .on_data = sink_write,
+                .on_header = sink_header,
+                .userdata = sink,
+                .should_abort = cli_sigint_pending,
+        };
+        return http_conn_request(a->conn, &q, ret_status);
 }
 
 static int http_status_errno(long status) {
@@ -308,7 +263,10 @@ static int call(Api *a, const char *method, const char *path, json_t *body, json
 
         if (body && !text)
                 return -ENOMEM;
-        r = transfer(a, method, path, text, text ? strlen(text) : 0, NULL, &sink, NULL, &status);
+        r = transfer(a, method, path, text, text ? strlen(text) : 0, -EBADF, 0, NULL, &sink, &status);
+        if (r >= 0 && sink.too_large)
+                r = log_error_errno(EFBIG, "%s %s: the server's answer is larger than %u MiB.", method, path,
+                                    CLI_RESPONSE_MAX >> 20);
         if (r < 0) {
                 free(sink.buf);
                 return r;
@@ -343,60 +301,14 @@ int api_call_quiet(Api *a, const char *method, const char *path, json_t *body, j
         return call(a, method, path, body, ret, ret_status, true);
 }
 
-typedef struct Reader {
-        int fd;
-        uint64_t left;
-} Reader;
-
-static size_t read_fd(char *p, size_t size, size_t n, void *userdata) {
-        Reader *rd = userdata;
-        size_t want = MIN(size * n, rd->left);
-        ssize_t k = loop_read(rd->fd, p, want);
-        if (k < 0)
-                return CURL_READFUNC_ABORT;
-        rd->left -= (uint64_t) k;
-        return (size_t) k;
-}
-
 int api_put_fd(Api *a, const char *path, int fd, uint64_t size, json_t **ret) {
-        _cleanup_free_ char *url = NULL;
-        struct curl_slist *headers = NULL;
-        Reader rd = { .fd = fd, .left = size };
         Sink sink = {};
         long status = 0;
-        CURL *c = a->curl;
-
-        if (lseek(fd, 0, SEEK_SET) < 0)
-                return -errno;
-        if (asprintf(&url, "%s%s", a->server, path) < 0)
-                return -ENOMEM;
-        for (struct curl_slist *h = a->auth; h; h = h->next)
-                headers = curl_slist_append(headers, h->data);
-        headers = curl_slist_append(headers, "Content-Type: application/octet-stream");
-        headers = curl_slist_append(headers, "Expect:");
-        curl_easy_reset(c);
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(c, CURLOPT_READFUNCTION, read_fd);
-        curl_easy_setopt(c, CURLOPT_READDATA, &rd);
-        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t) size);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
-        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-        CURLcode cc = curl_easy_perform(c);
-        curl_slist_free_all(headers);
-        if (cc == CURLE_ABORTED_BY_CALLBACK) {
+        int r = transfer(a, "PUT", path, NULL, 0, fd, size, "application/octet-stream", &sink, &status);
+        if (r < 0) {
                 free(sink.buf);
-                return -EINTR;
+                return r;
         }
-        if (cc != CURLE_OK) {
-                free(sink.buf);
-                return log_error_errno(EIO, "Failed to upload to '%s': %s", a->server, curl_easy_strerror(cc));
-        }
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         if (status < 200 || status >= 300) {
                 log_http_error("PUT", path, status, sink.buf);
                 free(sink.buf);
@@ -410,9 +322,8 @@ int api_put_fd(Api *a, const char *path, int fd, uint64_t size, json_t **ret) {
 
 int api_stream(Api *a, const char *path, ApiDataFn on_data, ApiDataFn on_header, void *userdata,
                long *ret_status) {
-        Sink sink = { .fn = on_data, .userdata = userdata };
-        HeaderSink hs = { .fn = on_header, .userdata = userdata };
-        return transfer(a, "GET", path, NULL, 0, NULL, &sink, &hs, ret_status);
+        Sink sink = { .fn = on_data, .header_fn = on_header, .userdata = userdata };
+        return transfer(a, "GET", path, NULL, 0, -EBADF, 0, NULL, &sink, ret_status);
 }
 
 static bool write_to_fd(const char *p, size_t n, void *userdata) {

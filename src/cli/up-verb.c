@@ -2,7 +2,6 @@
 /* kiln up: a server and a worker in one process, the embedded default; and
  * how the other verbs find one (or start a private one) when no server is
  * configured. */
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
