@@ -6,6 +6,7 @@
 
 #include "log.h"
 #include "macro.h"
+#include "sandbox.h"
 #include "verbs.h"
 
 static const Verb verbs[] = {
@@ -29,6 +30,7 @@ static const Verb verbs[] = {
         { "version", verb_version, "print kiln's version" },
         { "help", verb_help, "show help for a command" },
         { "__workspace", verb_workspace_helper, NULL }, /* the worker's own helper */
+        { "__sandboxd", sandbox_spawner_main, NULL },   /* the worker's sandbox spawner */
 };
 
 const Verb *verb_find(const char *name) {

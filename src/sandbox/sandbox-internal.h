@@ -75,3 +75,14 @@ void sandbox_phase(const char *what);
 int msg_send(int fd, const MsgHeader *h, const void *payload, const int *fds, size_t n_fds);
 /* Receives one message into buf (SANDBOX_MSG_MAX bytes); fds up to 3. */
 ssize_t msg_recv(int fd, void *buf, size_t size, int *fds, size_t *n_fds);
+
+/* The spawner (sandbox-spawner.c): prepares and destroys in the helper. */
+int sandbox_spawner_prepare(const SandboxConfig *c, Sandbox **ret);
+int sandbox_spawner_destroy(const char *id);
+/* A sandbox the spawner holds, as the asking process sees it: it talks to
+ * PID 1 over control_fd; destroying it asks the spawner. */
+int sandbox_new_remote(const char *id, const char *dir, pid_t init_pid, int control_fd, const Cgroup *cg,
+                       Sandbox **ret);
+/* Hands the control socket over: the sandbox keeps no copy. */
+int sandbox_take_control_fd(Sandbox *s);
+const Cgroup *sandbox_cgroup(const Sandbox *s);

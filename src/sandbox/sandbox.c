@@ -91,6 +91,7 @@ struct Sandbox {
         Done done[MAX_DONE];
         size_t n_done;
         char *buf;
+        bool remote; /* held by the spawner (sandbox-spawner.c) */
 };
 
 static const char *const network_names[_NETWORK_MAX] = {
@@ -486,6 +487,8 @@ int sandbox_prepare(const SandboxConfig *c, Sandbox **ret) {
 
         if (!c->image || (!streq(c->image, "host") && !path_is_absolute(c->image)))
                 return log_error_errno(EINVAL, "The image must be 'host' or an absolute directory path");
+        if (sandbox_spawner_active())
+                return sandbox_spawner_prepare(c, ret);
         bool host = streq(c->image, "host");
         if (!host && c->mask_paths)
                 return log_error_errno(EINVAL, "Masks apply to the host image only");
@@ -728,11 +731,56 @@ int sandbox_exec(Sandbox *s, const SandboxExec *e, uint64_t timeout_usec, Sandbo
         return r;
 }
 
+int sandbox_new_remote(const char *id, const char *dir, pid_t init_pid, int control_fd, const Cgroup *cg,
+                       Sandbox **ret) {
+        Sandbox *s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        *s = (Sandbox) { .slot_fd = -EBADF, .lock_fd = -EBADF, .control_fd = -EBADF, .life_fd = -EBADF,
+                         .next_id = 1, .remote = true, .init_pid = init_pid };
+        s->id = id ? strdup(id) : NULL;
+        s->dir = dir ? strdup(dir) : NULL;
+        s->buf = malloc(SANDBOX_MSG_MAX);
+        if (!s->id || !s->dir || !s->buf || init_pid <= 0 || control_fd < 0) {
+                free(s->id);
+                free(s->dir);
+                free(s->buf);
+                free(s);
+                return -EBADMSG;
+        }
+        s->control_fd = control_fd;
+        if (cg) {
+                s->cgroup = *cg; /* the paths are the sandbox's now */
+                s->have_cgroup = true;
+        }
+        *ret = s;
+        return 0;
+}
+
+int sandbox_take_control_fd(Sandbox *s) {
+        return TAKE_FD(s->control_fd);
+}
+
+const Cgroup *sandbox_cgroup(const Sandbox *s) {
+        return s->have_cgroup ? &s->cgroup : NULL;
+}
+
 int sandbox_destroy(Sandbox *s) {
         int r = 0;
 
         if (!s)
                 return 0;
+        if (s->remote) {
+                s->control_fd = safe_close(s->control_fd);
+                r = sandbox_spawner_destroy(s->id);
+                if (s->have_cgroup)
+                        cgroup_done(&s->cgroup);
+                free(s->id);
+                free(s->dir);
+                free(s->buf);
+                free(s);
+                return r;
+        }
         sandbox_phase(NULL);
         s->control_fd = safe_close(s->control_fd);
         /* PID 1 takes the whole PID namespace with it. While the kernel tears

@@ -106,6 +106,15 @@ const char *sandbox_state_dir(const Sandbox *s);
 
 /* Kills everything inside and removes all host state. Always frees s. */
 int sandbox_destroy(Sandbox *s);
+
+/* Long-lived, multi-threaded processes (the worker, kiln up) create their
+ * sandboxes through a helper process of their own, `kiln __sandboxd`
+ * (sandbox-spawner.c): once started, sandbox_prepare() and
+ * sandbox_destroy() go through it. */
+int sandbox_spawner_start(void);
+bool sandbox_spawner_active(void);
+void sandbox_spawner_stop(void);
+int sandbox_spawner_main(int argc, char **argv);
 static inline void sandbox_destroyp(Sandbox **s) {
         if (*s)
                 sandbox_destroy(*s);

@@ -459,6 +459,11 @@ int worker_run(const WorkerConfig *c) {
                 log_error_errno(r, "Cannot start the workspace helper: %m");
                 goto finish;
         }
+        r = sandbox_spawner_start();
+        if (r < 0) {
+                log_error_errno(r, "Cannot start the sandbox spawner: %m");
+                goto finish;
+        }
 
         /* Its thread exists before the first sandbox is cloned. */
         if (c->metrics_listen) {
@@ -543,6 +548,7 @@ finish:
         while (w->n_idle > 0)
                 client_free(w->idle[--w->n_idle]);
         pool_free(w->pool);
+        sandbox_spawner_stop();
         workspace_helper_stop();
         worker_images_done(w);
         if (w->session) {

@@ -10,8 +10,8 @@ import pytest
 from conftest import have_root
 from kilnapi import Server, submit, wait_for
 from sandboxlib import kiln_cgroup_parents
-from workerlib import (WorkerProc, artifact_files, artifacts, job, processes_with_env, sandbox_leftovers, task,
-                       task_log, wait_job, wait_task_state)
+from workerlib import (WorkerProc, artifact_files, artifacts, job, processes_with_env, sandbox_leftovers, spawner_pid,
+                       task, task_log, wait_job, wait_task_state)
 
 pytestmark = pytest.mark.skipif(not have_root(), reason="needs root (sandboxes: namespaces, cgroups, mounts)")
 
@@ -32,31 +32,65 @@ def cgroups_named(names):
     return found
 
 
-def test_kill9_mid_task(srv):
-    mark = "kiln-crash-" + uuid.uuid4().hex[:10]
-    a = WorkerProc(srv, "a", args=["--pool", "host=1"]).start()
-    b = None
+def start_crash_task(srv, a, mark):
+    spec = {"name": "crash", "env": {"MARK": mark},
+            "steps": [{"run": 'if [ "$KILN_ATTEMPT" = 1 ]; then echo started; sleep 300 & sleep 300; fi; '
+                              'echo "done on attempt $KILN_ATTEMPT"'}]}
+    j = submit(srv, spec)
+    tid = j["tasks"][0]["id"]
+    assert wait_for(lambda: task_log(srv, tid) == b"started\n", timeout=20), a.log()
+    assert len(processes_with_env(mark)) >= 2
+    return tid
+
+
+def finished_elsewhere(srv, tid):
+    t = wait_task_state(srv, tid, ("queued",), timeout=15)
+    assert t["attempts"][0]["state"] == "lost", t
+    b = WorkerProc(srv, "b").start()
     try:
-        spec = {"name": "crash", "env": {"MARK": mark},
-                "steps": [{"run": 'if [ "$KILN_ATTEMPT" = 1 ]; then echo started; sleep 300 & sleep 300; fi; '
-                                  'echo "done on attempt $KILN_ATTEMPT"'}]}
-        j = submit(srv, spec)
-        tid = j["tasks"][0]["id"]
-        assert wait_for(lambda: task_log(srv, tid) == b"started\n", timeout=20), a.log()
-        assert len(processes_with_env(mark)) >= 2
-        before = sandbox_leftovers(a.sandbox_dir)
-        assert before
-        a.kill9()
-        # Every process of the task dies with the worker.
-        assert wait_for(lambda: processes_with_env(mark) == [], timeout=5), processes_with_env(mark)
-        assert sandbox_leftovers(a.sandbox_dir) == before  # host-side state stays until the next start
-        t = wait_task_state(srv, tid, ("queued",), timeout=15)
-        assert t["attempts"][0]["state"] == "lost", t
-        b = WorkerProc(srv, "b").start()
         t = wait_task_state(srv, tid, ("succeeded",), timeout=30)
         assert t["attempts"][-1]["worker"] != t["attempts"][0]["worker"]
         assert task_log(srv, tid) == b"done on attempt 2\n"
-        # The restarted first worker removes its leftovers, logging each.
+    finally:
+        b.stop()
+
+
+def test_kill9_mid_task(srv):
+    mark = "kiln-crash-" + uuid.uuid4().hex[:10]
+    a = WorkerProc(srv, "a", args=["--pool", "host=1"]).start()
+    try:
+        tid = start_crash_task(srv, a, mark)
+        before = sandbox_leftovers(a.sandbox_dir)
+        assert before
+        ids = [e.split(".")[0] for e in before]
+        spawner = spawner_pid(a)
+        a.kill9()
+        # Every process of the task dies with the worker, and its spawner
+        # (kiln __sandboxd) removes what the sandboxes held on the host.
+        assert wait_for(lambda: processes_with_env(mark) == [], timeout=5), processes_with_env(mark)
+        assert wait_for(lambda: sandbox_leftovers(a.sandbox_dir) == [], timeout=10), sandbox_leftovers(a.sandbox_dir)
+        assert cgroups_named(ids) == []
+        assert wait_for(lambda: not os.path.exists("/proc/%d" % spawner), timeout=10)
+        finished_elsewhere(srv, tid)
+    finally:
+        a.stop()
+
+
+def test_kill9_of_worker_and_spawner_leftovers_removed_at_next_start(srv):
+    mark = "kiln-crash-" + uuid.uuid4().hex[:10]
+    a = WorkerProc(srv, "a", args=["--pool", "host=1"]).start()
+    try:
+        tid = start_crash_task(srv, a, mark)
+        before = sandbox_leftovers(a.sandbox_dir)
+        assert before
+        # Both at once, as a machine's OOM killer or a kill of the whole
+        # process group would: nobody is left to remove the host-side state.
+        os.kill(spawner_pid(a), signal.SIGKILL)
+        a.kill9()
+        assert wait_for(lambda: processes_with_env(mark) == [], timeout=5), processes_with_env(mark)
+        assert sandbox_leftovers(a.sandbox_dir) == before  # until the next start
+        finished_elsewhere(srv, tid)
+        # The restarted worker removes the leftovers, logging each.
         a2 = WorkerProc(srv, "a", args=["--pool", "host=1"], data=a.data, sandbox_dir=a.sandbox_dir)
         a2.token = a.token
         a2.start()
@@ -73,8 +107,6 @@ def test_kill9_mid_task(srv):
             assert a2.wait() == 0
     finally:
         a.stop()
-        if b:
-            b.stop()
 
 
 def test_server_killed_and_restarted_mid_task(srv):

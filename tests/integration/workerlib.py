@@ -223,3 +223,20 @@ def dumps(o):
 
 def sleep(s):
     time.sleep(s)
+
+
+def spawner_pid(worker):
+    """The worker's sandbox spawner (kiln __sandboxd): its child named so."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if comm == "kiln-sandboxd" and ppid == worker.proc.pid:
+            return int(d)
+    raise AssertionError("worker %d has no sandbox spawner" % worker.proc.pid)
