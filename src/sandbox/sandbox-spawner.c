@@ -55,19 +55,13 @@ static pthread_mutex_t client_lock = PTHREAD_MUTEX_INITIALIZER;
 static int client_fd = -EBADF;
 static pid_t client_pid;
 
-int sandbox_spawner_start(void) {
+/* Called locked. */
+static int start_locked(bool gc) {
         int sv[2];
 
-        pthread_mutex_lock(&client_lock);
-        if (client_fd >= 0) {
-                pthread_mutex_unlock(&client_lock);
-                return 0;
-        }
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-                pthread_mutex_unlock(&client_lock);
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
                 return -errno;
-        }
-        char *argv[] = { (char *) "kiln", (char *) "__sandboxd", NULL };
+        char *argv[] = { (char *) "kiln", (char *) "__sandboxd", gc ? (char *) "--gc" : NULL, NULL };
         extern char **environ;
         pid_t pid = fork();
         if (pid == 0) {
@@ -80,11 +74,40 @@ int sandbox_spawner_start(void) {
         }
         int r = pid < 0 ? -errno : 0;
         safe_close(sv[1]);
-        if (r < 0)
+        if (r < 0) {
                 safe_close(sv[0]);
-        else {
-                client_fd = sv[0];
-                client_pid = pid;
+                return r;
+        }
+        client_fd = sv[0];
+        client_pid = pid;
+        return 0;
+}
+
+static void reap_locked(void) {
+        client_fd = safe_close(client_fd);
+        if (client_pid > 0) {
+                while (waitpid(client_pid, NULL, 0) < 0 && errno == EINTR)
+                        ;
+                client_pid = 0;
+        }
+}
+
+int sandbox_spawner_start(void) {
+        pthread_mutex_lock(&client_lock);
+        int r = client_fd >= 0 ? 0 : start_locked(false);
+        pthread_mutex_unlock(&client_lock);
+        return r;
+}
+
+/* The spawner died (killed on its own): its sandboxes died with it. A new
+ * one removes what they left on the host, then serves. */
+static int restart(int dead_fd) {
+        int r = 0;
+        pthread_mutex_lock(&client_lock);
+        if (client_fd == dead_fd) {
+                log_warning("The sandbox spawner died; starting another.");
+                reap_locked();
+                r = start_locked(true);
         }
         pthread_mutex_unlock(&client_lock);
         return r;
@@ -100,12 +123,7 @@ bool sandbox_spawner_active(void) {
 void sandbox_spawner_stop(void) {
         pthread_mutex_lock(&client_lock);
         /* The spawner destroys what is left when it sees the socket close. */
-        client_fd = safe_close(client_fd);
-        if (client_pid > 0) {
-                while (waitpid(client_pid, NULL, 0) < 0 && errno == EINTR)
-                        ;
-                client_pid = 0;
-        }
+        reap_locked();
         pthread_mutex_unlock(&client_lock);
 }
 
@@ -121,9 +139,14 @@ static int ask(uint32_t type, json_t *payload, json_t **ret, int *ret_fd) {
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, reply) < 0)
                 return -errno;
         MsgHeader h = { .type = type, .payload = (uint32_t) strlen(text) };
-        pthread_mutex_lock(&client_lock);
-        r = client_fd < 0 ? -ENOTCONN : msg_send(client_fd, &h, text, &reply[1], 1);
-        pthread_mutex_unlock(&client_lock);
+        for (unsigned attempt = 0;; attempt++) {
+                pthread_mutex_lock(&client_lock);
+                int fd = client_fd;
+                r = fd < 0 ? -ENOTCONN : msg_send(fd, &h, text, &reply[1], 1);
+                pthread_mutex_unlock(&client_lock);
+                if (r >= 0 || attempt > 0 || !IN_SET(r, -EPIPE, -ECONNRESET) || restart(fd) < 0)
+                        break;
+        }
         if (r < 0)
                 return r;
         reply[1] = safe_close(reply[1]);
@@ -131,8 +154,11 @@ static int ask(uint32_t type, json_t *payload, json_t **ret, int *ret_fd) {
         int fds[3];
         size_t n_fds = 0;
         ssize_t n = msg_recv(reply[0], buf, SANDBOX_MSG_MAX - 1, fds, &n_fds);
-        if (n == 0)
-                return -ECONNRESET; /* the spawner died on it */
+        if (n == 0) {
+                /* The spawner died on it: the next request starts another. */
+                close_fds(fds, n_fds);
+                return -ECONNRESET;
+        }
         if (n < 0)
                 return (int) n;
         if ((size_t) n < sizeof(MsgHeader)) {
@@ -220,6 +246,8 @@ int sandbox_spawner_destroy(const char *id) {
                 return -ENOMEM;
         int r = ask(SPAWNER_DESTROY, req, &rep, &fd);
         json_decref(req);
+        if (r == -ESRCH)
+                r = 0; /* held by a spawner that died: its PID 1 died with it, the new one removed the rest */
         safe_close(fd);
         json_decref(rep);
         return r;
@@ -423,11 +451,12 @@ static void enqueue(Work *w) {
         pthread_mutex_unlock(&queue_lock);
 }
 
-int sandbox_spawner_main(int argc, char **argv _unused_) {
+int sandbox_spawner_main(int argc, char **argv) {
         _cleanup_free_ char *buf = malloc(SANDBOX_MSG_MAX);
         int keep[] = { STDERR_FILENO, SPAWNER_FD };
 
-        if (argc != 1 || fcntl(SPAWNER_FD, F_GETFD) < 0) {
+        bool gc = argc == 2 && streq(argv[1], "--gc");
+        if ((argc != 1 && !gc) || fcntl(SPAWNER_FD, F_GETFD) < 0) {
                 log_error("kiln __sandboxd is the worker's own helper, not a command.");
                 return 2;
         }
@@ -442,6 +471,11 @@ int sandbox_spawner_main(int argc, char **argv _unused_) {
         (void) signal(SIGTERM, SIG_IGN);
         (void) signal(SIGPIPE, SIG_IGN);
         sandbox_set_clone_guard(guard_begin, guard_end);
+        if (gc) {
+                int k = sandbox_gc(SANDBOX_GC_VERBOSE);
+                if (k > 0)
+                        log_info("Removed %d leftover sandbox(es)", k);
+        }
 
         for (;;) {
                 int fds[3];

@@ -757,6 +757,11 @@ int sandbox_new_remote(const char *id, const char *dir, pid_t init_pid, int cont
         return 0;
 }
 
+bool sandbox_alive(const Sandbox *s) {
+        struct pollfd p = { .fd = s->control_fd, .events = POLLRDHUP };
+        return s->control_fd >= 0 && poll(&p, 1, 0) == 0;
+}
+
 int sandbox_take_control_fd(Sandbox *s) {
         return TAKE_FD(s->control_fd);
 }

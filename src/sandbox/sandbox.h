@@ -103,6 +103,8 @@ int sandbox_control_fd(const Sandbox *s);
 pid_t sandbox_init_pid(const Sandbox *s);
 /* The directory that holds the sandbox's host-side state. */
 const char *sandbox_state_dir(const Sandbox *s);
+/* False once PID 1 is gone (its end of the control socket closed). */
+bool sandbox_alive(const Sandbox *s);
 
 /* Kills everything inside and removes all host state. Always frees s. */
 int sandbox_destroy(Sandbox *s);

@@ -101,6 +101,22 @@ static void retire_stale_locked(Pool *p, Slot *slot, const char *current) {
                         retire_locked(p, slot, i - 1, current);
 }
 
+/* A warm sandbox whose PID 1 died (killed from outside, or with a spawner
+ * that was killed) is destroyed, not handed to a task. */
+static void retire_dead_locked(Pool *p, Slot *slot) {
+        for (size_t i = slot->n_ready; i > 0; i--) {
+                Held *h = slot->ready[i - 1];
+                if (sandbox_alive(h->s))
+                        continue;
+                log_warning("Warm sandbox %s of image '%s' died before use; discarding it", sandbox_id(h->s),
+                            slot->img.name);
+                memmove(slot->ready + i - 1, slot->ready + i, (slot->n_ready - i) * sizeof(Held *));
+                slot->n_ready--;
+                h->next = p->dead;
+                p->dead = h;
+        }
+}
+
 static void retire_stale(Pool *p) {
         pthread_mutex_lock(&p->lock);
         size_t n = p->n_slots;
@@ -423,6 +439,7 @@ int pool_acquire(Pool *p, const char *image, const PoolLimits *l, Sandbox **ret,
 
         pthread_mutex_lock(&p->lock);
         retire_stale_locked(p, slot, current);
+        retire_dead_locked(p, slot);
         if (memcmp(l, &p->defaults, sizeof *l) == 0 && slot->n_ready > 0) {
                 /* Oldest first: it has been ready the longest. */
                 Held *h = slot->ready[0];

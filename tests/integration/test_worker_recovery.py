@@ -209,3 +209,23 @@ def test_lapsed_lease_kills_the_task_and_is_not_reported(srv):
         a.stop()
         if b:
             b.stop()
+
+
+def test_spawner_killed_alone_is_replaced(srv):
+    a = WorkerProc(srv, "a", args=["--pool", "host=1"]).start()
+    try:
+        j = submit(srv, {"name": "before", "steps": [{"run": "echo one"}]})
+        assert wait_job(srv, j["id"])["state"] == "succeeded"
+        old = spawner_pid(a)
+        os.kill(old, signal.SIGKILL)
+        # The warm sandbox died with it; the next job still runs.
+        j = submit(srv, {"name": "after", "steps": [{"run": "echo two"}]})
+        assert wait_job(srv, j["id"])["state"] == "succeeded", a.log()
+        assert task_log(srv, j["tasks"][0]["id"]) == b"two\n"
+        assert "The sandbox spawner died; starting another." in a.log()
+        assert spawner_pid(a) != old
+        assert wait_for(lambda: len(sandbox_leftovers(a.sandbox_dir)) <= 1, timeout=10), \
+            sandbox_leftovers(a.sandbox_dir)
+    finally:
+        a.stop()
+        assert a.wait() == 0
