@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -129,6 +130,12 @@ void sandbox_spawner_stop(void) {
 
 /* Sends one request and waits for its reply; *ret_fd: the fd it carried. */
 static int ask(uint32_t type, json_t *payload, json_t **ret, int *ret_fd) {
+        /* The work is done at the asking thread's priority: the pool refills
+         * below the tasks' (docs/worker.md). */
+        errno = 0;
+        int nice = getpriority(PRIO_PROCESS, (id_t) gettid());
+        if (errno == 0 && json_object_set_new(payload, "nice", json_integer(nice)) < 0)
+                return -ENOMEM;
         _cleanup_free_ char *text = json_dumps(payload, JSON_COMPACT);
         _cleanup_free_ char *buf = malloc(SANDBOX_MSG_MAX);
         _cleanup_close_pair_ int reply[2] = { -EBADF, -EBADF };
@@ -287,14 +294,15 @@ static Sandbox *table_take(const char *id) {
 
 static int config_from_json(json_t *j, SandboxConfig *c) {
         json_int_t mem = 0, pids = 0, cpu = 0, disk = 0;
-        int network = 0;
+        int network = 0, nice = 0;
         json_t *binds = NULL, *masks = NULL;
         const char *image = NULL, *hostname = NULL;
         json_error_t err;
 
-        if (json_unpack_ex(j, &err, JSON_STRICT, "{s:s, s:I, s:I, s:I, s:I, s:i, s:o, s:o, s?s}", "image", &image,
+        if (json_unpack_ex(j, &err, JSON_STRICT, "{s:s, s:I, s:I, s:I, s:I, s:i, s:o, s:o, s?s, s?i}", "image", &image,
                            "memory_max", &mem, "pids_max", &pids, "cpu_millis", &cpu, "disk_max", &disk,
-                           "network", &network, "binds", &binds, "mask_paths", &masks, "hostname", &hostname) < 0)
+                           "network", &network, "binds", &binds, "mask_paths", &masks, "hostname", &hostname, "nice",
+                           &nice) < 0)
                 return log_error_errno(EBADMSG, "A malformed sandbox request: %s", err.text);
         *c = (SandboxConfig) { .memory_max = (uint64_t) mem, .pids_max = (uint64_t) pids,
                                .cpu_millis = (uint64_t) cpu, .disk_max = (uint64_t) disk,
@@ -373,8 +381,14 @@ static pthread_cond_t queue_cond = PTHREAD_COND_INITIALIZER;
 static Work *queue_head, **queue_tail = &queue_head;
 static unsigned n_servers, n_idle;
 
+static int base_nice;
+
 static void serve(Work *w) {
+        json_t *nice = json_object_get(w->request, "nice");
         int r;
+
+        if (json_is_integer(nice))
+                (void) setpriority(PRIO_PROCESS, (id_t) gettid(), (int) json_integer_value(nice));
 
         if (w->type == SPAWNER_PREPARE) {
                 SandboxConfig c = {};
@@ -411,6 +425,7 @@ static void serve(Work *w) {
         safe_close(w->reply_fd);
         json_decref(w->request);
         free(w);
+        (void) setpriority(PRIO_PROCESS, (id_t) gettid(), base_nice);
 }
 
 static void *server_thread(void *userdata _unused_) {
@@ -471,6 +486,10 @@ int sandbox_spawner_main(int argc, char **argv) {
         (void) signal(SIGTERM, SIG_IGN);
         (void) signal(SIGPIPE, SIG_IGN);
         sandbox_set_clone_guard(guard_begin, guard_end);
+        errno = 0;
+        base_nice = getpriority(PRIO_PROCESS, 0);
+        if (errno != 0)
+                base_nice = 0;
         if (gc) {
                 int k = sandbox_gc(SANDBOX_GC_VERBOSE);
                 if (k > 0)
