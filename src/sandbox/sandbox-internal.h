@@ -73,5 +73,6 @@ int sandbox_mask_apply(int layer_fd, const char *manifest, uint32_t base);
 void sandbox_phase(const char *what);
 
 int msg_send(int fd, const MsgHeader *h, const void *payload, const int *fds, size_t n_fds);
-/* Receives one message into buf (SANDBOX_MSG_MAX bytes); fds up to 3. */
+/* Receives one message into buf (SANDBOX_MSG_MAX bytes); fds up to 3.
+ * Returns 0 when the peer has closed its end. */
 ssize_t msg_recv(int fd, void *buf, size_t size, int *fds, size_t *n_fds);

@@ -679,6 +679,16 @@ static void status_from(Sandbox *s, uint64_t id, int wstatus, SandboxExitStatus 
         }
 }
 
+/* Whether init is gone because the OOM killer chose it while command id
+ * ran: memory that no process holds (files in a tmpfs) stays charged after
+ * its writer is killed, so the next victims can be any process of the
+ * sandbox, init too. Init takes the whole sandbox with it, and so the
+ * command ended out of memory. */
+static bool init_oom_killed(Sandbox *s, uint64_t id) {
+        Pending *p = pending_find(s, id);
+        return p && oom_count(s) > p->oom_before;
+}
+
 int sandbox_wait(Sandbox *s, uint64_t id, uint64_t timeout_usec, SandboxExitStatus *ret) {
         uint64_t deadline = timeout_usec == UINT64_MAX ? UINT64_MAX : now_usec(CLOCK_MONOTONIC) + timeout_usec;
 
@@ -697,6 +707,10 @@ int sandbox_wait(Sandbox *s, uint64_t id, uint64_t timeout_usec, SandboxExitStat
                 }
                 MsgHeader m;
                 int r = read_msg(s, ms, &m);
+                if (r == -ECONNRESET && init_oom_killed(s, id)) {
+                        status_from(s, id, SIGKILL, ret);
+                        return 0;
+                }
                 if (r < 0)
                         return r;
                 if (m.type == MSG_EXITED) {

@@ -87,7 +87,8 @@ void sandbox_set_clone_guard(void (*begin)(void), void (*end)(void));
 int sandbox_spawn(Sandbox *s, const SandboxExec *e, uint64_t *ret_id);
 /* Waits for the command to end. timeout_usec == UINT64_MAX waits forever;
  * returns -ETIME when the timeout passed first; 0 only takes what has
- * already arrived. */
+ * already arrived. -ECONNRESET when the sandbox's init is gone, except when
+ * the OOM killer took it: then the command ended by SIGKILL, oom_killed. */
 int sandbox_wait(Sandbox *s, uint64_t id, uint64_t timeout_usec, SandboxExitStatus *ret);
 /* Signals the command's process group. */
 int sandbox_signal(Sandbox *s, uint64_t id, int sig);

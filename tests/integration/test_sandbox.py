@@ -185,6 +185,20 @@ def test_memory_bomb_is_oom_killed_inside(sandbox_dir):
     assert sb("--", "true").returncode == 0
 
 
+def test_memory_held_by_files_ends_the_sandbox_not_the_host(sandbox_dir):
+    # Killing a writer frees none of what it wrote to /dev/shm, so the OOM
+    # killer goes on from process to process; here the sandbox's init, bigger
+    # than a shell and head, is its first victim, and takes the whole sandbox.
+    before = inventory(sandbox_dir, own=True)
+    p = sb("--memory", "64M", "--", "sh", "-c", "head -c 200M /dev/zero > /dev/shm/big")
+    assert p.returncode == 137, p
+    assert b"The command was killed: out of memory" in p.stderr, p.stderr
+    assert sb("--", "true").returncode == 0
+    after = inventory(sandbox_dir, own=True)
+    for k in ("processes", "mounts", "dirs", "cgroups"):
+        assert [x for x in after[k] if x not in before[k]] == [], (k, after[k])
+
+
 def test_disk_quota_hits_enospc(sandbox_dir):
     p = sb("--disk", "32M", "--", "sh", "-c",
            "dd if=/dev/zero of=/var/big bs=1M count=100 2>&1; echo rc=$?")
