@@ -51,6 +51,7 @@ typedef struct InitArgs {
         bool in_cgroup;    /* clone3(CLONE_INTO_CGROUP) put PID 1 there already */
         const char *masks; /* the mask manifest (sandbox-masks.c), or NULL */
         const char *disk_image; /* NULL without a disk quota */
+        uint64_t layer_tmpfs_size; /* > 0: the writable layer is a tmpfs of this size, not on disk */
         const char *resolv_conf; /* contents for /etc/resolv.conf, or NULL to keep the image's */
         const struct sock_fprog *seccomp;
 } InitArgs;

@@ -37,6 +37,14 @@ typedef struct SandboxConfig {
         uint64_t pids_max;   /* 0 = no limit */
         uint64_t cpu_millis; /* 1000 = one CPU; 0 = no limit */
         uint64_t disk_max;   /* bytes of the writable layer; 0 = no limit */
+        /* Without a disk quota, the writable layer lives in a tmpfs private to the
+         * sandbox instead of under its state directory: nothing of it touches the
+         * disk, and it is gone with the sandbox's mount namespace. Its pages are
+         * charged to the writer's memory cgroup, so it counts against memory_max;
+         * its size is memory_max, or half of the host's RAM without a limit. Only
+         * for callers whose sandboxes write little: the state directory then holds
+         * no upper/ for them to read. */
+        bool layer_in_memory;
         NetworkMode network;
         BindMount *binds;
         size_t n_binds;
