@@ -45,14 +45,18 @@ static void sandbox_usage(FILE *f) {
                 "       kiln sandbox gc\n\n"
                 "Runs CMD in a fresh sandbox and exits with its exit status (128+N when\n"
                 "killed by signal N, 124 on --timeout). Nothing it writes outside its binds\n"
-                "survives.\n\n"
+                "survives. Those writes are kept in memory (charged to --memory, and at\n"
+                "most --memory or else half of the RAM), or with --disk on a size-limited\n"
+                "ext4 image on disk.\n\n"
                 "Options:\n"
                 "  --image host|DIR     root file system: the host's / (read-only, secrets\n"
                 "                       masked) or a root file system directory [host]\n"
-                "  --memory SIZE        memory limit (e.g. 512M)\n"
+                "  --memory SIZE        memory limit (e.g. 512M), files written included\n"
+                "                       unless --disk is given\n"
                 "  --pids N             process limit [4096; 0: none]\n"
                 "  --cpus N             CPU limit (e.g. 1.5)\n"
-                "  --disk SIZE          limit of the writable layer (at least 16M)\n"
+                "  --disk SIZE          keep the writable layer on disk, in an ext4 image\n"
+                "                       of SIZE (at least 16M), instead of in memory\n"
                 "  --network MODE       none (loopback only), nat, or host [none]\n"
                 "  --bind SRC:DST[:ro]  bind a host path into the sandbox (repeatable)\n"
                 "  --mask PATH          hide a further host path (repeatable)\n"
@@ -189,6 +193,9 @@ static int parse_run_options(int argc, char **argv, RunOptions *o) {
                 return log_error_errno(EINVAL, "No command given. Usage: kiln sandbox run [OPTIONS] -- CMD…");
         if (!o->config.image && !(o->config.image = strdup("host")))
                 return -ENOMEM;
+        /* Without --disk, what the command writes outside its binds stays in
+         * memory: nothing to create or remove on disk for a short command. */
+        o->config.layer_in_memory = o->config.disk_max == 0;
         o->argv = argv + optind;
         return 1;
 }
@@ -255,8 +262,11 @@ static int report_status(const RunOptions *o, const SandboxExitStatus *st) {
                 return st->exec_errno == ENOENT ? 127 : 126;
         }
         if (st->oom_killed)
-                log_error("The command was killed: out of memory (memory limit %" PRIu64 " bytes)",
-                          o->config.memory_max);
+                log_error("The command was killed: out of memory (memory limit %" PRIu64 " bytes%s)",
+                          o->config.memory_max,
+                          o->config.layer_in_memory ? "; without --disk, the files written outside the binds "
+                                                      "are in memory and count against it"
+                                                    : "");
         return sandbox_exit_status_to_code(st);
 }
 

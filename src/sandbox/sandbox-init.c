@@ -93,6 +93,8 @@ ssize_t msg_recv(int fd, void *buf, size_t size, int *fds, size_t *n_fds) {
         while (n < 0 && errno == EINTR);
         if (n < 0)
                 return -errno;
+        if (n == 0)
+                return 0; /* the peer is gone */
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
                 if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
                         continue;

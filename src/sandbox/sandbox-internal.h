@@ -51,6 +51,7 @@ typedef struct InitArgs {
         bool in_cgroup;    /* clone3(CLONE_INTO_CGROUP) put PID 1 there already */
         const char *masks; /* the mask manifest (sandbox-masks.c), or NULL */
         const char *disk_image; /* NULL without a disk quota */
+        uint64_t layer_tmpfs_size; /* > 0: the writable layer is a tmpfs of this size, not on disk */
         const char *resolv_conf; /* contents for /etc/resolv.conf, or NULL to keep the image's */
         const struct sock_fprog *seccomp;
 } InitArgs;
@@ -73,7 +74,8 @@ int sandbox_mask_apply(int layer_fd, const char *manifest, uint32_t base);
 void sandbox_phase(const char *what);
 
 int msg_send(int fd, const MsgHeader *h, const void *payload, const int *fds, size_t n_fds);
-/* Receives one message into buf (SANDBOX_MSG_MAX bytes); fds up to 3. */
+/* Receives one message into buf (SANDBOX_MSG_MAX bytes); fds up to 3.
+ * Returns 0 when the peer has closed its end. */
 ssize_t msg_recv(int fd, void *buf, size_t size, int *fds, size_t *n_fds);
 
 /* The spawner (sandbox-spawner.c): prepares and destroys in the helper. */

@@ -4,17 +4,20 @@
  *
  *   lower   the image, through an idmapped, read-only, nodev mount, so that
  *           files keep their owners inside the sandbox's user namespace;
- *   masks   for the host image, the shared layer that hides its secrets
- *           (sandbox-masks.c), idmapped and read-only like the image;
- *   upper   a per-sandbox writable layer (on a size-limited ext4 image when a
- *           disk quota is set) with the generated /etc files;
- *   root    the overlay of both, with fresh /proc, /sys, a minimal /dev and
+ *   gen     a small tmpfs with, for the host image, what hides its secrets
+ *           (sandbox-masks.c), the generated /etc files and the mount points
+ *           the image lacks;
+ *   upper   a per-sandbox writable layer: on a size-limited ext4 image when a
+ *           disk quota is set, in a tmpfs when the caller asked for it in
+ *           memory, or else in the sandbox's state directory;
+ *   root    the overlay of them all, with fresh /proc, /sys, a minimal /dev and
  *           the caller's bind mounts, and then pivot_root()ed into.
  *
  * Everything here is mounted only in the sandbox's mount namespace, so it all
  * disappears with the sandbox's last process. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <linux/loop.h>
 #include <linux/mount.h>
 #include <stdio.h>
@@ -183,24 +186,52 @@ static int attach_idmapped(const char *src, const char *dst, int userns_fd) {
         return 0;
 }
 
-static int setup_layers(Rootfs *f) {
+/* Puts f->layer, where upper/ and work/ go, in place: a loop-mounted ext4
+ * image with a disk quota, a tmpfs when the caller keeps the layer in memory,
+ * or else the state directory on disk. The first two are mounted here, in the
+ * sandbox's own mount namespace, so they vanish with it. */
+static int mount_layer(Rootfs *f) {
         const InitArgs *a = f->a;
-        struct stat st;
         int r;
 
+        if (!a->disk_image && a->layer_tmpfs_size == 0) {
+                if ((size_t) snprintf(f->layer, sizeof f->layer, "%s", a->dir) >= sizeof f->layer)
+                        return -ENAMETOOLONG;
+                return 0;
+        }
+        r = join(f->layer, sizeof f->layer, f->tmp, "disk");
+        if (r < 0)
+                return r;
         if (a->disk_image) {
                 _cleanup_close_ int loop_fd = -EBADF;
                 char dev[64];
-                r = join(f->layer, sizeof f->layer, f->tmp, "disk");
-                if (r < 0)
-                        return r;
                 r = attach_loop(a->disk_image, dev, sizeof dev, &loop_fd);
                 if (r < 0)
                         return log_error_errno(r, "Failed to attach the disk image: %m");
                 if (mount(dev, f->layer, "ext4", MS_NOSUID | MS_NODEV, NULL) < 0)
                         return log_error_errno(errno, "Failed to mount the disk image: %m");
-        } else if (snprintf(f->layer, sizeof f->layer, "%s", a->dir) >= (int) sizeof f->layer)
-                return -ENAMETOOLONG;
+                return 0;
+        }
+
+        /* Its pages are charged to whichever process writes them, i.e. to the
+         * sandbox's memory cgroup. One inode per KiB is more than the size could
+         * hold anyway, and inodes are charged to the cgroup too. */
+        char opts[128];
+        snprintf(opts, sizeof opts, "mode=700,size=%" PRIu64 ",nr_inodes=%" PRIu64, a->layer_tmpfs_size,
+                 MAX(a->layer_tmpfs_size / 1024, (uint64_t) 16384));
+        if (mount("tmpfs", f->layer, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+                return log_error_errno(errno, "Failed to mount the writable layer's tmpfs: %m");
+        return 0;
+}
+
+static int setup_layers(Rootfs *f) {
+        const InitArgs *a = f->a;
+        struct stat st;
+        int r;
+
+        r = mount_layer(f);
+        if (r < 0)
+                return r;
 
         char work[4096];
         if (join(f->upper, sizeof f->upper, f->layer, "upper") < 0 ||

@@ -37,6 +37,14 @@ typedef struct SandboxConfig {
         uint64_t pids_max;   /* 0 = no limit */
         uint64_t cpu_millis; /* 1000 = one CPU; 0 = no limit */
         uint64_t disk_max;   /* bytes of the writable layer; 0 = no limit */
+        /* Without a disk quota, the writable layer lives in a tmpfs private to the
+         * sandbox instead of under its state directory: nothing of it touches the
+         * disk, and it is gone with the sandbox's mount namespace. Its pages are
+         * charged to the writer's memory cgroup, so it counts against memory_max;
+         * its size is memory_max, or half of the host's RAM without a limit. Only
+         * for callers whose sandboxes write little: the state directory then holds
+         * no upper/ for them to read. */
+        bool layer_in_memory;
         NetworkMode network;
         BindMount *binds;
         size_t n_binds;
@@ -87,7 +95,8 @@ void sandbox_set_clone_guard(void (*begin)(void), void (*end)(void));
 int sandbox_spawn(Sandbox *s, const SandboxExec *e, uint64_t *ret_id);
 /* Waits for the command to end. timeout_usec == UINT64_MAX waits forever;
  * returns -ETIME when the timeout passed first; 0 only takes what has
- * already arrived. */
+ * already arrived. -ECONNRESET when the sandbox's init is gone, except when
+ * the OOM killer took it: then the command ended by SIGKILL, oom_killed. */
 int sandbox_wait(Sandbox *s, uint64_t id, uint64_t timeout_usec, SandboxExitStatus *ret);
 /* Signals the command's process group. */
 int sandbox_signal(Sandbox *s, uint64_t id, int sig);

@@ -57,6 +57,83 @@ def test_writes_do_not_survive(sandbox_dir):
     assert p.returncode != 0
 
 
+WRITER = """
+import os
+os.makedirs("/var/kiln-mem/small")
+with open("/var/kiln-mem/big", "wb") as f:
+    for _ in range(64):
+        f.write(b"x" * (1 << 20))
+for i in range(5000):
+    with open("/var/kiln-mem/small/%d" % i, "w") as f:
+        f.write(str(i))
+with open("/etc/kiln-mem", "w") as f:
+    f.write("etc")
+print(os.stat("/var/kiln-mem/big").st_size, len(os.listdir("/var/kiln-mem/small")), flush=True)
+"""
+
+
+def state_tree(sandbox_dir):
+    """Every path below the sandbox directory, relative to it."""
+    found = []
+    for top, dirs, files in os.walk(sandbox_dir):
+        for n in dirs + files:
+            found.append(os.path.relpath(os.path.join(top, n), sandbox_dir))
+    return sorted(found)
+
+
+def test_writable_layer_is_in_memory_without_disk(sandbox_dir):
+    proc = subprocess.Popen([KILN, "sandbox", "run", "--", "sh", "-c",
+                             "python3 -c '%s' && sleep 100" % WRITER.replace("'", '"')],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline()
+        assert line.split() == [str(64 << 20).encode(), b"5000"], (line, proc.stderr.read1())
+        # While it runs, the state directory is its lock and nothing else: no
+        # upper/ or work/, none of the files written.
+        tree = state_tree(sandbox_dir)
+        state = [e for e in tree if not e.startswith(".")]
+        assert len(state) == 1 and "/" not in state[0], tree
+        assert tree == sorted([".mnt", state[0]]), tree
+        proc.terminate()  # forwarded to the command: kiln then destroys the sandbox
+        proc.wait(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert state_tree(sandbox_dir) == [".mnt"]
+    assert not os.path.exists("/var/kiln-mem") and not os.path.exists("/etc/kiln-mem")
+    p = sb("--", "sh", "-c", "ls /var/kiln-mem /etc/kiln-mem 2>&1; echo rc=$?")
+    assert b"rc=0" not in p.stdout, p.stdout
+
+
+def test_in_memory_layer_is_sized_by_the_memory_limit(sandbox_dir):
+    p = sb("--memory", "96M", "--", "sh", "-c",
+           "df -k / | tail -1; dd if=/dev/zero of=/var/ok bs=1M count=32 2>/dev/null && "
+           "stat -c %s /var/ok", check=True)
+    df, size = p.stdout.decode().splitlines()
+    assert int(df.split()[1]) == 96 << 10, df
+    assert int(size) == 32 << 20
+
+
+@pytest.mark.parametrize("writer", [
+    ["dd", "if=/dev/zero", "of=/var/big", "bs=1M", "count=200"],
+    # A shell and head are smaller than the sandbox's init: the OOM killer
+    # takes init first, and with it the whole sandbox.
+    ["sh", "-c", "head -c 200M /dev/zero > /var/big"],
+], ids=["dd", "shell"])
+def test_in_memory_layer_counts_against_the_memory_limit(sandbox_dir, writer):
+    # The limit is reached before the tmpfs is full (the processes count
+    # too), so this is an OOM kill, not ENOSPC; it ends the command, never
+    # the host.
+    before = inventory(sandbox_dir, own=True)
+    p = sb("--memory", "64M", "--", *writer)
+    assert p.returncode == 137, p
+    assert b"out of memory" in p.stderr and b"--disk" in p.stderr, p.stderr
+    assert sb("--", "true").returncode == 0
+    after = inventory(sandbox_dir, own=True)
+    for k in ("processes", "mounts", "dirs", "cgroups"):
+        assert [x for x in after[k] if x not in before[k]] == [], (k, after[k])
+
+
 def test_bind_mounts(sandbox_dir, tmpdir_path):
     rw = os.path.join(tmpdir_path, "rw")
     ro = os.path.join(tmpdir_path, "ro")
@@ -183,6 +260,20 @@ def test_memory_bomb_is_oom_killed_inside(sandbox_dir):
     assert b"out of memory" in p.stderr
     # Only the sandbox was hit: we are still here, and a sibling sandbox works.
     assert sb("--", "true").returncode == 0
+
+
+def test_memory_held_by_files_ends_the_sandbox_not_the_host(sandbox_dir):
+    # Killing a writer frees none of what it wrote to /dev/shm, so the OOM
+    # killer goes on from process to process; here the sandbox's init, bigger
+    # than a shell and head, is its first victim, and takes the whole sandbox.
+    before = inventory(sandbox_dir, own=True)
+    p = sb("--memory", "64M", "--", "sh", "-c", "head -c 200M /dev/zero > /dev/shm/big")
+    assert p.returncode == 137, p
+    assert b"The command was killed: out of memory" in p.stderr, p.stderr
+    assert sb("--", "true").returncode == 0
+    after = inventory(sandbox_dir, own=True)
+    for k in ("processes", "mounts", "dirs", "cgroups"):
+        assert [x for x in after[k] if x not in before[k]] == [], (k, after[k])
 
 
 def test_disk_quota_hits_enospc(sandbox_dir):
