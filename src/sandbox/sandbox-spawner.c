@@ -211,11 +211,11 @@ static json_t *config_to_json(const SandboxConfig *c) {
                 }
         if (!binds)
                 return NULL;
-        return json_pack("{s:s, s:I, s:I, s:I, s:I, s:i, s:o, s:o, s:s*}", "image", c->image, "memory_max",
-                         (json_int_t) c->memory_max, "pids_max", (json_int_t) c->pids_max, "cpu_millis",
-                         (json_int_t) c->cpu_millis, "disk_max", (json_int_t) c->disk_max, "network",
-                         (int) c->network, "binds", binds, "mask_paths", strv_to_json(c->mask_paths),
-                         "hostname", c->hostname);
+        return json_pack("{s:s, s:I, s:I, s:I, s:I, s:i, s:b, s:o, s:o, s:s*}", "image", c->image,
+                         "memory_max", (json_int_t) c->memory_max, "pids_max", (json_int_t) c->pids_max,
+                         "cpu_millis", (json_int_t) c->cpu_millis, "disk_max", (json_int_t) c->disk_max,
+                         "network", (int) c->network, "layer_in_memory", c->layer_in_memory, "binds", binds,
+                         "mask_paths", strv_to_json(c->mask_paths), "hostname", c->hostname);
 }
 
 int sandbox_spawner_prepare(const SandboxConfig *c, Sandbox **ret) {
@@ -294,19 +294,19 @@ static Sandbox *table_take(const char *id) {
 
 static int config_from_json(json_t *j, SandboxConfig *c) {
         json_int_t mem = 0, pids = 0, cpu = 0, disk = 0;
-        int network = 0, nice = 0;
+        int network = 0, nice = 0, in_memory = 0;
         json_t *binds = NULL, *masks = NULL;
         const char *image = NULL, *hostname = NULL;
         json_error_t err;
 
-        if (json_unpack_ex(j, &err, JSON_STRICT, "{s:s, s:I, s:I, s:I, s:I, s:i, s:o, s:o, s?s, s?i}", "image", &image,
-                           "memory_max", &mem, "pids_max", &pids, "cpu_millis", &cpu, "disk_max", &disk,
-                           "network", &network, "binds", &binds, "mask_paths", &masks, "hostname", &hostname, "nice",
-                           &nice) < 0)
+        if (json_unpack_ex(j, &err, JSON_STRICT, "{s:s, s:I, s:I, s:I, s:I, s:i, s:b, s:o, s:o, s?s, s?i}", "image",
+                           &image, "memory_max", &mem, "pids_max", &pids, "cpu_millis", &cpu, "disk_max", &disk,
+                           "network", &network, "layer_in_memory", &in_memory, "binds", &binds, "mask_paths",
+                           &masks, "hostname", &hostname, "nice", &nice) < 0)
                 return log_error_errno(EBADMSG, "A malformed sandbox request: %s", err.text);
         *c = (SandboxConfig) { .memory_max = (uint64_t) mem, .pids_max = (uint64_t) pids,
                                .cpu_millis = (uint64_t) cpu, .disk_max = (uint64_t) disk,
-                               .network = (NetworkMode) network };
+                               .network = (NetworkMode) network, .layer_in_memory = in_memory };
         if (network < 0 || network >= _NETWORK_MAX || !(c->image = strdup(image)) ||
             (hostname && !(c->hostname = strdup(hostname))))
                 return -EINVAL;
