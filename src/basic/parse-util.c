@@ -159,7 +159,7 @@ int parse_cpus(const char *s, uint64_t *ret_millis) {
                 return r;
         if (*end || v <= 0 || v > 1e6)
                 return -ERANGE;
-        *ret_millis = (uint64_t) llround(v * 1000);
+        *ret_millis = round_u64(v * 1000);
         if (*ret_millis == 0)
                 return -ERANGE;
         return 0;

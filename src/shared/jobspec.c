@@ -183,7 +183,7 @@ int jobspec_parse_duration(const json_t *v, uint64_t *ret_usec) {
                 double d = json_real_value(v);
                 if (!isfinite(d) || d < 0 || d > 1.8e13)
                         return -ERANGE;
-                usec = (uint64_t) llround(d * 1e6);
+                usec = round_u64(d * 1e6);
         } else
                 return -EINVAL;
         *ret_usec = usec;
@@ -209,7 +209,7 @@ int jobspec_parse_cpus(const json_t *v, uint64_t *ret_millis) {
                 double d = json_number_value(v);
                 if (!isfinite(d) || d <= 0 || d > 1e6)
                         return -ERANGE;
-                *ret_millis = (uint64_t) llround(d * 1000);
+                *ret_millis = round_u64(d * 1000);
                 return *ret_millis == 0 ? -ERANGE : 0;
         }
         return -EINVAL;
