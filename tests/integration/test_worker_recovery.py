@@ -33,6 +33,8 @@ def cgroups_named(names):
 
 
 def start_crash_task(srv, a, mark):
+    """A task that runs a process tree until attempt 2; returns it once it
+    runs, with the sandboxes the worker holds then."""
     spec = {"name": "crash", "env": {"MARK": mark},
             "steps": [{"run": 'if [ "$KILN_ATTEMPT" = 1 ]; then echo started; sleep 300 & sleep 300; fi; '
                               'echo "done on attempt $KILN_ATTEMPT"'}]}
@@ -40,7 +42,9 @@ def start_crash_task(srv, a, mark):
     tid = j["tasks"][0]["id"]
     assert wait_for(lambda: task_log(srv, tid) == b"started\n", timeout=20), a.log()
     assert len(processes_with_env(mark)) >= 2
-    return tid
+    before = sandbox_leftovers(a.sandbox_dir)
+    assert before
+    return tid, before
 
 
 def finished_elsewhere(srv, tid):
@@ -59,9 +63,7 @@ def test_kill9_mid_task(srv):
     mark = "kiln-crash-" + uuid.uuid4().hex[:10]
     a = WorkerProc(srv, "a", args=["--pool", "host=1"]).start()
     try:
-        tid = start_crash_task(srv, a, mark)
-        before = sandbox_leftovers(a.sandbox_dir)
-        assert before
+        tid, before = start_crash_task(srv, a, mark)
         ids = [e.split(".")[0] for e in before]
         spawner = spawner_pid(a)
         a.kill9()
@@ -80,9 +82,7 @@ def test_kill9_of_worker_and_spawner_leftovers_removed_at_next_start(srv):
     mark = "kiln-crash-" + uuid.uuid4().hex[:10]
     a = WorkerProc(srv, "a", args=["--pool", "host=1"]).start()
     try:
-        tid = start_crash_task(srv, a, mark)
-        before = sandbox_leftovers(a.sandbox_dir)
-        assert before
+        tid, before = start_crash_task(srv, a, mark)
         # Both at once, as a machine's OOM killer or a kill of the whole
         # process group would: nobody is left to remove the host-side state.
         os.kill(spawner_pid(a), signal.SIGKILL)
