@@ -104,7 +104,7 @@ static int admin_call(const AdminArgs *a, const char *method, const char *path, 
         r = http_client_request(a->server, a->token, method, path, text, text ? strlen(text) : 0, NULL, &res);
         free(text);
         if (r < 0)
-                return log_error_errno(r, "Failed to reach the server at '%s': %m", a->server);
+                return r; /* logged */
         if (res.status < 200 || res.status >= 300) {
                 log_error("%s %s: %s", method, path, http_result_message(&res, msg, sizeof msg));
                 http_result_done(&res);

@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli-http.h"
+#include "http-conn.h"
 #include "cli.h"
 #include "conf-args.h"
 #include "fd-util.h"

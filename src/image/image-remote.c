@@ -32,7 +32,7 @@ static int api_json(const ImageRemote *rm, const char *method, const char *path,
                 return -ENOMEM;
         k = http_client_request(rm->server, rm->token, method, path, text, text ? strlen(text) : 0, NULL, &res);
         if (k < 0)
-                return log_error_errno(k, "%s %s%s: %m", method, rm->server, path);
+                return k; /* logged */
         if (res.status == 404)
                 return -ENOENT;
         if (res.status < 200 || res.status >= 300)

@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: MIT */
-#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -7,6 +6,8 @@
 #include <string.h>
 
 #include "http-client.h"
+#include "http-conn.h"
+#include "log.h"
 #include "macro.h"
 
 #define MAX_RESPONSE (64U * 1024U * 1024U)
@@ -16,70 +17,58 @@ void http_result_done(HttpResult *r) {
         *r = (HttpResult) {};
 }
 
-static size_t on_data(char *p, size_t size, size_t n, void *userdata) {
-        HttpResult *r = userdata;
-        size_t len = size * n;
-        if (r->size + len > MAX_RESPONSE)
-                return 0;
+typedef struct Collect {
+        HttpResult res;
+        bool too_large;
+} Collect;
+
+static bool on_data(const char *p, size_t len, void *userdata) {
+        Collect *x = userdata;
+        HttpResult *r = &x->res;
+        if (r->size + len > MAX_RESPONSE) {
+                x->too_large = true;
+                return false;
+        }
         char *b = realloc(r->body, r->size + len + 1);
         if (!b)
-                return 0;
+                return false;
         memcpy(b + r->size, p, len);
         r->body = b;
         r->size += len;
         r->body[r->size] = 0;
-        return len;
+        return true;
 }
 
 int http_client_request(const char *server, const char *token, const char *method, const char *path,
                         const char *body, size_t body_size, const char *content_type, HttpResult *ret) {
-        struct curl_slist *headers = NULL;
-        HttpResult res = {};
-        char *url = NULL, *auth = NULL, *ctype = NULL;
-        int r = 0;
+        _cleanup_free_ char *base = NULL, *auth = NULL, *ctype = NULL;
+        HttpConn *c = NULL;
+        Collect x = {};
 
-        CURL *c = curl_easy_init();
-        if (!c)
-                return -ENOMEM;
         size_t sl = strlen(server);
-        if (asprintf(&url, "%.*s%s", (int) (sl > 0 && server[sl - 1] == '/' ? sl - 1 : sl), server, path) < 0 ||
+        if (!(base = strndup(server, sl > 0 && server[sl - 1] == '/' ? sl - 1 : sl)) ||
             asprintf(&auth, "Authorization: Bearer %s", token ? token : "") < 0 ||
-            asprintf(&ctype, "Content-Type: %s", content_type ? content_type : "application/json") < 0) {
-                r = -ENOMEM;
-                goto finish;
+            asprintf(&ctype, "Content-Type: %s", content_type ? content_type : "application/json") < 0)
+                return -ENOMEM;
+        int r = http_conn_new(base, &c);
+        if (r >= 0) {
+                const char *headers[] = { auth, ctype, NULL };
+                HttpRequest q = { .method = method, .path = path, .headers = headers, .body = body,
+                                  .body_size = body ? body_size : 0, .body_fd = -EBADF, .on_data = on_data,
+                                  .userdata = &x };
+                r = http_conn_request(c, &q, &x.res.status);
+                http_conn_free(c);
         }
-        headers = curl_slist_append(headers, auth);
-        headers = curl_slist_append(headers, ctype);
-        headers = curl_slist_append(headers, "Expect:");
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &res);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-        if (body) {
-                curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-                curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_size);
+        explicit_bzero(auth, strlen(auth));
+        if (r >= 0 && x.too_large)
+                r = log_error_errno(EFBIG, "%s %s: the answer is larger than %u MiB.", method, path,
+                                    MAX_RESPONSE >> 20);
+        if (r < 0) {
+                http_result_done(&x.res);
+                return r;
         }
-        CURLcode cc = curl_easy_perform(c);
-        if (cc != CURLE_OK) {
-                r = cc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED : -EIO;
-                http_result_done(&res);
-                goto finish;
-        }
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &res.status);
-        *ret = res;
-finish:
-        curl_slist_free_all(headers);
-        curl_easy_cleanup(c);
-        free(url);
-        if (auth) {
-                memset(auth, 0, strlen(auth));
-                free(auth);
-        }
-        free(ctype);
-        return r;
+        *ret = x.res;
+        return 0;
 }
 
 const char *http_result_message(const HttpResult *r, char *buf, size_t size) {

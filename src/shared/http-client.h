@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* A small blocking HTTP client over libcurl for kiln's command-line tools. */
+/* A one-shot blocking HTTP request for kiln's command-line tools. */
 
 #include <stddef.h>
 
@@ -14,8 +14,9 @@ typedef struct HttpResult {
 void http_result_done(HttpResult *r);
 
 /* Sends method url with an optional body (JSON when content_type is NULL) and
- * the bearer token. Returns 0 with *ret filled whatever the HTTP status, or
- * -errno when no response arrived. */
+ * the bearer token, over a connection of its own (http-conn.h). Returns 0 with
+ * *ret filled whatever the HTTP status, or -errno, logged, when no response
+ * arrived. */
 int http_client_request(const char *server, const char *token, const char *method, const char *path,
                         const char *body, size_t body_size, const char *content_type, HttpResult *ret);
 /* The server's message from an error body, or the status line. */

@@ -21,7 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli-http.h"
+#include "http-conn.h"
 #include "fd-util.h"
 #include "log.h"
 #include "macro.h"
@@ -372,6 +372,9 @@ static int request_curl(HttpConn *c, const HttpRequest *q, long *ret_status) {
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, HTTP_CONNECT_TIMEOUT_SEC);
         curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+        const char *ca = getenv("KILN_CA_FILE");
+        if (ca && *ca)
+                curl_easy_setopt(h, CURLOPT_CAINFO, ca);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, curl_on_data);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
         curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, curl_on_header);

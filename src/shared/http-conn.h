@@ -2,7 +2,8 @@
 #pragma once
 
 /* The command-line tools' HTTP connection to a kiln server (docs/cli.md,
- * "HTTP"): libevent's evhttp for http:// servers, libcurl for https://. */
+ * "HTTP"): libevent's evhttp for http:// servers, libcurl for https://
+ * (certificates verified against the system's CAs or KILN_CA_FILE). */
 
 #include <stdbool.h>
 #include <stddef.h>
