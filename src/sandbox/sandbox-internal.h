@@ -81,6 +81,8 @@ ssize_t msg_recv(int fd, void *buf, size_t size, int *fds, size_t *n_fds);
 /* The spawner (sandbox-spawner.c): prepares and destroys in the helper. */
 int sandbox_spawner_prepare(const SandboxConfig *c, Sandbox **ret);
 int sandbox_spawner_destroy(const char *id);
+unsigned sandbox_spawner_generation(void);
+bool sandbox_spawner_holds(unsigned generation);
 /* A sandbox the spawner holds, as the asking process sees it: it talks to
  * PID 1 over control_fd; destroying it asks the spawner. */
 int sandbox_new_remote(const char *id, const char *dir, pid_t init_pid, int control_fd, const Cgroup *cg,

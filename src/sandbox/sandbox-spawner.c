@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -55,6 +56,7 @@ static void close_fds(int *fds, size_t n) {
 static pthread_mutex_t client_lock = PTHREAD_MUTEX_INITIALIZER;
 static int client_fd = -EBADF;
 static pid_t client_pid;
+static unsigned generation; /* of the spawner running now */
 
 /* Called locked. */
 static int start_locked(bool gc) {
@@ -81,7 +83,25 @@ static int start_locked(bool gc) {
         }
         client_fd = sv[0];
         client_pid = pid;
+        generation++;
         return 0;
+}
+
+unsigned sandbox_spawner_generation(void) {
+        pthread_mutex_lock(&client_lock);
+        unsigned g = generation;
+        pthread_mutex_unlock(&client_lock);
+        return g;
+}
+
+/* Whether the spawner of that generation still runs: the sandboxes it held
+ * die with it (their PID 1 a moment after its socket closes). */
+bool sandbox_spawner_holds(unsigned gen) {
+        pthread_mutex_lock(&client_lock);
+        struct pollfd p = { .fd = client_fd, .events = POLLRDHUP };
+        bool alive = client_fd >= 0 && gen == generation && poll(&p, 1, 0) == 0;
+        pthread_mutex_unlock(&client_lock);
+        return alive;
 }
 
 static void reap_locked(void) {

@@ -92,6 +92,7 @@ struct Sandbox {
         size_t n_done;
         char *buf;
         bool remote; /* held by the spawner (sandbox-spawner.c) */
+        unsigned generation; /* of that spawner */
 };
 
 static const char *const network_names[_NETWORK_MAX] = {
@@ -783,7 +784,8 @@ int sandbox_new_remote(const char *id, const char *dir, pid_t init_pid, int cont
         if (!s)
                 return -ENOMEM;
         *s = (Sandbox) { .slot_fd = -EBADF, .lock_fd = -EBADF, .control_fd = -EBADF, .life_fd = -EBADF,
-                         .next_id = 1, .remote = true, .init_pid = init_pid };
+                         .next_id = 1, .remote = true, .init_pid = init_pid,
+                         .generation = sandbox_spawner_generation() };
         s->id = id ? strdup(id) : NULL;
         s->dir = dir ? strdup(dir) : NULL;
         s->buf = malloc(SANDBOX_MSG_MAX);
@@ -805,6 +807,8 @@ int sandbox_new_remote(const char *id, const char *dir, pid_t init_pid, int cont
 
 bool sandbox_alive(const Sandbox *s) {
         struct pollfd p = { .fd = s->control_fd, .events = POLLRDHUP };
+        if (s->remote && !sandbox_spawner_holds(s->generation))
+                return false;
         return s->control_fd >= 0 && poll(&p, 1, 0) == 0;
 }
 

@@ -125,6 +125,7 @@ static void retire_stale(Pool *p) {
                 _cleanup_free_ char *cur = slot_resolve(&p->slots[i]);
                 pthread_mutex_lock(&p->lock);
                 retire_stale_locked(p, &p->slots[i], cur);
+                retire_dead_locked(p, &p->slots[i]);
                 pthread_mutex_unlock(&p->lock);
         }
 }

@@ -11,7 +11,7 @@ from conftest import have_root
 from kilnapi import Server, submit, wait_for
 from sandboxlib import kiln_cgroup_parents
 from workerlib import (WorkerProc, artifact_files, artifacts, job, processes_with_env, sandbox_leftovers, spawner_pid,
-                       task, task_log, wait_job, wait_task_state)
+                       spawner_pid_or_none, task, task_log, wait_job, wait_task_state)
 
 pytestmark = pytest.mark.skipif(not have_root(), reason="needs root (sandboxes: namespaces, cgroups, mounts)")
 
@@ -218,12 +218,14 @@ def test_spawner_killed_alone_is_replaced(srv):
         assert wait_job(srv, j["id"])["state"] == "succeeded"
         old = spawner_pid(a)
         os.kill(old, signal.SIGKILL)
-        # The warm sandbox died with it; the next job still runs.
+        # The warm sandbox died with it: the pool notices within a second,
+        # discards it and refills through a new spawner.
+        assert wait_for(lambda: "Warm sandbox" in a.log() and "died before use" in a.log(), timeout=10), a.log()
+        assert wait_for(lambda: spawner_pid_or_none(a) not in (None, old), timeout=10), a.log()
         j = submit(srv, {"name": "after", "steps": [{"run": "echo two"}]})
         assert wait_job(srv, j["id"])["state"] == "succeeded", a.log()
         assert task_log(srv, j["tasks"][0]["id"]) == b"two\n"
         assert "The sandbox spawner died; starting another." in a.log()
-        assert spawner_pid(a) != old
         assert wait_for(lambda: len(sandbox_leftovers(a.sandbox_dir)) <= 1, timeout=10), \
             sandbox_leftovers(a.sandbox_dir)
     finally:

@@ -227,6 +227,13 @@ def sleep(s):
 
 def spawner_pid(worker):
     """The worker's sandbox spawner (kiln __sandboxd): its child named so."""
+    pid = spawner_pid_or_none(worker)
+    if pid is None:
+        raise AssertionError("worker %d has no sandbox spawner" % worker.proc.pid)
+    return pid
+
+
+def spawner_pid_or_none(worker):
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -237,6 +244,7 @@ def spawner_pid(worker):
             continue
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if comm == "kiln-sandboxd" and ppid == worker.proc.pid:
+        state = stat[stat.rindex(")") + 2:].split()[0]
+        if comm == "kiln-sandboxd" and ppid == worker.proc.pid and state != "Z":
             return int(d)
-    raise AssertionError("worker %d has no sandbox spawner" % worker.proc.pid)
+    return None
