@@ -105,6 +105,40 @@ def test_writable_layer_is_in_memory_without_disk(sandbox_dir):
     assert b"rc=0" not in p.stdout, p.stdout
 
 
+def state_dirs(root):
+    return sorted(e for e in os.listdir(root) if not e.startswith(".")) if os.path.isdir(root) else []
+
+
+@pytest.mark.parametrize("disk", [False, True])
+def test_default_state_roots_and_gc_after_sigkill(disk):
+    """Without KILN_SANDBOX_DIR a sandbox's state lives in /run/kiln/sandboxes
+    when it holds nothing but its lock (the writable layer in memory), and in
+    /var/lib/kiln/sandboxes with a disk image; either way `kiln sandbox gc`
+    removes what a SIGKILLed kiln left."""
+    env = dict(os.environ)
+    env.pop("KILN_SANDBOX_DIR", None)
+    root, other = ("/var/lib/kiln/sandboxes", "/run/kiln/sandboxes") if disk else \
+        ("/run/kiln/sandboxes", "/var/lib/kiln/sandboxes")
+    before, before_other = set(state_dirs(root)), set(state_dirs(other))
+    args = ["--disk", "64M"] if disk else []
+    proc = subprocess.Popen([KILN, "sandbox", "run"] + args + ["--", "sh", "-c", "echo up; sleep 100"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout.readline() == b"up\n", proc.stderr.read1()
+        mine = set(state_dirs(root)) - before
+        assert len(mine) == 1, (state_dirs(root), before)
+        assert set(state_dirs(other)) == before_other
+    finally:
+        proc.kill()
+        proc.wait()
+    assert mine <= set(state_dirs(root))  # kiln died: its state stays
+    p = kiln("sandbox", "gc", env=env)
+    assert p.returncode == 0, p.stderr
+    assert not (mine & set(state_dirs(root))), state_dirs(root)
+    sid = next(iter(mine)).split(".")[0]
+    assert ("Removed leftover sandbox %s" % sid).encode() in p.stderr, p.stderr
+
+
 def test_in_memory_layer_is_sized_by_the_memory_limit(sandbox_dir):
     p = sb("--memory", "96M", "--", "sh", "-c",
            "df -k / | tail -1; dd if=/dev/zero of=/var/ok bs=1M count=32 2>/dev/null && "
