@@ -183,12 +183,10 @@ int api_open(const ApiOptions *o, Api **ret) {
 /* ---- transfers ---- */
 
 typedef struct Sink {
-        char *buf;
-        size_t size;
+        HttpBody body; /* without fn */
         ApiDataFn fn;
         ApiDataFn header_fn;
         void *userdata;
-        bool too_large;
 } Sink;
 
 static bool sink_header(const char *p, size_t len, void *userdata) {
@@ -198,20 +196,7 @@ static bool sink_header(const char *p, size_t len, void *userdata) {
 
 static bool sink_write(const char *p, size_t len, void *userdata) {
         Sink *s = userdata;
-        if (s->fn)
-                return s->fn(p, len, s->userdata);
-        if (s->size + len > CLI_RESPONSE_MAX) {
-                s->too_large = true;
-                return false;
-        }
-        char *b = realloc(s->buf, s->size + len + 1);
-        if (!b)
-                return false;
-        memcpy(b + s->size, p, len);
-        s->buf = b;
-        s->size += len;
-        s->buf[s->size] = 0;
-        return true;
+        return s->fn ? s->fn(p, len, s->userdata) : http_body_collect(p, len, &s->body);
 }
 
 /* One request; a body either in memory or body_fd's first fd_size bytes. */
@@ -264,28 +249,28 @@ static int call(Api *a, const char *method, const char *path, json_t *body, json
         if (body && !text)
                 return -ENOMEM;
         r = transfer(a, method, path, text, text ? strlen(text) : 0, -EBADF, 0, NULL, &sink, &status);
-        if (r >= 0 && sink.too_large)
+        if (r >= 0 && sink.body.too_large)
                 r = log_error_errno(EFBIG, "%s %s: the server's answer is larger than %u MiB.", method, path,
-                                    CLI_RESPONSE_MAX >> 20);
+                                    HTTP_BODY_MAX >> 20);
         if (r < 0) {
-                free(sink.buf);
+                free(sink.body.data);
                 return r;
         }
         if (ret_status)
                 *ret_status = status;
         if (status < 200 || status >= 300) {
                 if (!quiet)
-                        log_http_error(method, path, status, sink.buf);
-                free(sink.buf);
+                        log_http_error(method, path, status, sink.body.data);
+                free(sink.body.data);
                 return http_status_errno(status);
         }
         if (ret) {
                 json_error_t err;
-                *ret = sink.buf ? json_loads(sink.buf, 0, &err) : json_object();
+                *ret = sink.body.data ? json_loads(sink.body.data, 0, &err) : json_object();
                 if (!*ret && !quiet)
                         log_error("%s %s: the server's answer is not JSON.", method, path);
         }
-        free(sink.buf);
+        free(sink.body.data);
         return ret && !*ret ? -EBADMSG : 0;
 }
 
@@ -306,17 +291,17 @@ int api_put_fd(Api *a, const char *path, int fd, uint64_t size, json_t **ret) {
         long status = 0;
         int r = transfer(a, "PUT", path, NULL, 0, fd, size, "application/octet-stream", &sink, &status);
         if (r < 0) {
-                free(sink.buf);
+                free(sink.body.data);
                 return r;
         }
         if (status < 200 || status >= 300) {
-                log_http_error("PUT", path, status, sink.buf);
-                free(sink.buf);
+                log_http_error("PUT", path, status, sink.body.data);
+                free(sink.body.data);
                 return http_status_errno(status);
         }
         if (ret)
-                *ret = sink.buf ? json_loads(sink.buf, 0, NULL) : json_object();
-        free(sink.buf);
+                *ret = sink.body.data ? json_loads(sink.body.data, 0, NULL) : json_object();
+        free(sink.body.data);
         return 0;
 }
 

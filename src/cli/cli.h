@@ -24,8 +24,7 @@ static inline bool cli_str_in(const char *s, const char *const *list) {
 }
 #define IN_SET_STR(s, ...) cli_str_in((s), (const char *const[]) { __VA_ARGS__, NULL })
 
-/* Upper bounds of what the CLI accepts from the server. */
-#define CLI_RESPONSE_MAX (64U * 1024U * 1024U)
+/* The largest config file the CLI reads. */
 #define CLI_CONFIG_MAX (64U * 1024U)
 
 typedef struct Api Api;

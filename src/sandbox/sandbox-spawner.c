@@ -39,6 +39,7 @@
 #include "strv.h"
 
 #define SPAWNER_FD 3
+#define SPAWNER_REPLY_MAX (64U * 1024U) /* an id, a path, a pid, cgroup paths */
 
 enum {
         SPAWNER_PREPARE = 100, /* payload: the config as JSON; fd: the reply socket */
@@ -157,7 +158,7 @@ static int ask(uint32_t type, json_t *payload, json_t **ret, int *ret_fd) {
         if (errno == 0 && json_object_set_new(payload, "nice", json_integer(nice)) < 0)
                 return -ENOMEM;
         _cleanup_free_ char *text = json_dumps(payload, JSON_COMPACT);
-        _cleanup_free_ char *buf = malloc(SANDBOX_MSG_MAX);
+        _cleanup_free_ char *buf = malloc(SPAWNER_REPLY_MAX);
         _cleanup_close_pair_ int reply[2] = { -EBADF, -EBADF };
         int r;
 
@@ -180,7 +181,7 @@ static int ask(uint32_t type, json_t *payload, json_t **ret, int *ret_fd) {
 
         int fds[3];
         size_t n_fds = 0;
-        ssize_t n = msg_recv(reply[0], buf, SANDBOX_MSG_MAX - 1, fds, &n_fds);
+        ssize_t n = msg_recv(reply[0], buf, SPAWNER_REPLY_MAX - 1, fds, &n_fds);
         if (n == 0) {
                 /* The spawner died on it: the next request starts another. */
                 close_fds(fds, n_fds);
@@ -314,7 +315,7 @@ static Sandbox *table_take(const char *id) {
 
 static int config_from_json(json_t *j, SandboxConfig *c) {
         json_int_t mem = 0, pids = 0, cpu = 0, disk = 0;
-        int network = 0, nice = 0, in_memory = 0;
+        int network = 0, in_memory = 0, nice_unused; /* "nice" is serve()'s */
         json_t *binds = NULL, *masks = NULL;
         const char *image = NULL, *hostname = NULL;
         json_error_t err;
@@ -322,7 +323,7 @@ static int config_from_json(json_t *j, SandboxConfig *c) {
         if (json_unpack_ex(j, &err, JSON_STRICT, "{s:s, s:I, s:I, s:I, s:I, s:i, s:b, s:o, s:o, s?s, s?i}", "image",
                            &image, "memory_max", &mem, "pids_max", &pids, "cpu_millis", &cpu, "disk_max", &disk,
                            "network", &network, "layer_in_memory", &in_memory, "binds", &binds, "mask_paths",
-                           &masks, "hostname", &hostname, "nice", &nice) < 0)
+                           &masks, "hostname", &hostname, "nice", &nice_unused) < 0)
                 return log_error_errno(EBADMSG, "A malformed sandbox request: %s", err.text);
         *c = (SandboxConfig) { .memory_max = (uint64_t) mem, .pids_max = (uint64_t) pids,
                                .cpu_millis = (uint64_t) cpu, .disk_max = (uint64_t) disk,

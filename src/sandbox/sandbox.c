@@ -792,6 +792,18 @@ int sandbox_exec(Sandbox *s, const SandboxExec *e, uint64_t timeout_usec, Sandbo
         return r;
 }
 
+/* What every sandbox owns in the calling process, once the rest is gone. */
+static void sandbox_free(Sandbox *s) {
+        safe_close(s->control_fd);
+        safe_close(s->life_fd);
+        safe_close(s->lock_fd);
+        safe_close(s->slot_fd);
+        free(s->id);
+        free(s->dir);
+        free(s->buf);
+        free(s);
+}
+
 int sandbox_new_remote(const char *id, const char *dir, pid_t init_pid, int control_fd, const Cgroup *cg,
                        Sandbox **ret) {
         Sandbox *s = calloc(1, sizeof *s);
@@ -800,15 +812,16 @@ int sandbox_new_remote(const char *id, const char *dir, pid_t init_pid, int cont
         *s = (Sandbox) { .slot_fd = -EBADF, .lock_fd = -EBADF, .control_fd = -EBADF, .life_fd = -EBADF,
                          .next_id = 1, .remote = true, .init_pid = init_pid,
                          .generation = sandbox_spawner_generation() };
-        s->id = id ? strdup(id) : NULL;
-        s->dir = dir ? strdup(dir) : NULL;
-        s->buf = malloc(SANDBOX_MSG_MAX);
-        if (!s->id || !s->dir || !s->buf || init_pid <= 0 || control_fd < 0) {
-                free(s->id);
-                free(s->dir);
-                free(s->buf);
-                free(s);
+        if (!id || !dir || init_pid <= 0 || control_fd < 0) {
+                sandbox_free(s);
                 return -EBADMSG;
+        }
+        s->id = strdup(id);
+        s->dir = strdup(dir);
+        s->buf = malloc(SANDBOX_MSG_MAX);
+        if (!s->id || !s->dir || !s->buf) {
+                sandbox_free(s);
+                return -ENOMEM;
         }
         s->control_fd = control_fd;
         if (cg) {
@@ -844,10 +857,7 @@ int sandbox_destroy(Sandbox *s) {
                 r = sandbox_spawner_destroy(s->id);
                 if (s->have_cgroup)
                         cgroup_done(&s->cgroup);
-                free(s->id);
-                free(s->dir);
-                free(s->buf);
-                free(s);
+                sandbox_free(s);
                 return r;
         }
         sandbox_phase(NULL);
@@ -883,12 +893,7 @@ int sandbox_destroy(Sandbox *s) {
         }
         if (s->network == NETWORK_NAT)
                 (void) net_nat_teardown(s->slot);
-        safe_close(s->lock_fd);
-        safe_close(s->slot_fd);
-        free(s->id);
-        free(s->dir);
-        free(s->buf);
-        free(s);
+        sandbox_free(s);
         return r;
 }
 

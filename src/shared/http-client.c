@@ -10,40 +10,17 @@
 #include "log.h"
 #include "macro.h"
 
-#define MAX_RESPONSE (64U * 1024U * 1024U)
-
 void http_result_done(HttpResult *r) {
         free(r->body);
         *r = (HttpResult) {};
-}
-
-typedef struct Collect {
-        HttpResult res;
-        bool too_large;
-} Collect;
-
-static bool on_data(const char *p, size_t len, void *userdata) {
-        Collect *x = userdata;
-        HttpResult *r = &x->res;
-        if (r->size + len > MAX_RESPONSE) {
-                x->too_large = true;
-                return false;
-        }
-        char *b = realloc(r->body, r->size + len + 1);
-        if (!b)
-                return false;
-        memcpy(b + r->size, p, len);
-        r->body = b;
-        r->size += len;
-        r->body[r->size] = 0;
-        return true;
 }
 
 int http_client_request(const char *server, const char *token, const char *method, const char *path,
                         const char *body, size_t body_size, const char *content_type, HttpResult *ret) {
         _cleanup_free_ char *base = NULL, *auth = NULL, *ctype = NULL;
         HttpConn *c = NULL;
-        Collect x = {};
+        HttpBody b = {};
+        long status = 0;
 
         size_t sl = strlen(server);
         if (!(base = strndup(server, sl > 0 && server[sl - 1] == '/' ? sl - 1 : sl)) ||
@@ -54,20 +31,20 @@ int http_client_request(const char *server, const char *token, const char *metho
         if (r >= 0) {
                 const char *headers[] = { auth, ctype, NULL };
                 HttpRequest q = { .method = method, .path = path, .headers = headers, .body = body,
-                                  .body_size = body ? body_size : 0, .body_fd = -EBADF, .on_data = on_data,
-                                  .userdata = &x };
-                r = http_conn_request(c, &q, &x.res.status);
+                                  .body_size = body ? body_size : 0, .body_fd = -EBADF, .on_data = http_body_collect,
+                                  .userdata = &b };
+                r = http_conn_request(c, &q, &status);
                 http_conn_free(c);
         }
         explicit_bzero(auth, strlen(auth));
-        if (r >= 0 && x.too_large)
+        if (r >= 0 && b.too_large)
                 r = log_error_errno(EFBIG, "%s %s: the answer is larger than %u MiB.", method, path,
-                                    MAX_RESPONSE >> 20);
+                                    HTTP_BODY_MAX >> 20);
         if (r < 0) {
-                http_result_done(&x.res);
+                free(b.data);
                 return r;
         }
-        *ret = x.res;
+        *ret = (HttpResult) { .status = status, .body = b.data, .size = b.size };
         return 0;
 }
 

@@ -104,6 +104,22 @@ int http_conn_new(const char *server, HttpConn **ret) {
         return 0;
 }
 
+bool http_body_collect(const char *p, size_t n, void *userdata) {
+        HttpBody *b = userdata;
+        if (b->size + n > HTTP_BODY_MAX) {
+                b->too_large = true;
+                return false;
+        }
+        char *d = realloc(b->data, b->size + n + 1);
+        if (!d)
+                return false;
+        memcpy(d + b->size, p, n);
+        b->data = d;
+        b->size += n;
+        b->data[b->size] = 0;
+        return true;
+}
+
 /* ---- http:// through evhttp ---- */
 
 typedef struct Xfer {
@@ -240,18 +256,18 @@ static int add_body(struct evhttp_request *req, const HttpRequest *q) {
         if (evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", len) < 0)
                 return -ENOMEM;
         if (q->body_fd >= 0) {
+                if (size == 0)
+                        return 0;
                 if (size > (uint64_t) INT64_MAX)
                         return -EFBIG;
                 /* libevent closes the descriptor it is given. */
                 int fd = fcntl(q->body_fd, F_DUPFD_CLOEXEC, 3);
                 if (fd < 0)
                         return -errno;
-                if (size > 0 && evbuffer_add_file(body, fd, 0, (ev_off_t) size) < 0) {
+                if (evbuffer_add_file(body, fd, 0, (ev_off_t) size) < 0) {
                         safe_close(fd);
                         return -EIO;
                 }
-                if (size == 0)
-                        safe_close(fd);
                 return 0;
         }
         return q->body_size > 0 && evbuffer_add(body, q->body, q->body_size) < 0 ? -ENOMEM : 0;

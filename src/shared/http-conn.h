@@ -28,6 +28,18 @@ typedef struct HttpRequest {
         bool (*should_abort)(void); /* polled while waiting; true aborts with -EINTR */
 } HttpRequest;
 
+/* A response body collected in memory, NUL-terminated, up to HTTP_BODY_MAX. */
+#define HTTP_BODY_MAX (64U * 1024U * 1024U)
+
+typedef struct HttpBody {
+        char *data;
+        size_t size;
+        bool too_large; /* the collection stopped at HTTP_BODY_MAX */
+} HttpBody;
+
+/* An HttpDataFn that collects into the HttpBody userdata. */
+bool http_body_collect(const char *p, size_t n, void *userdata);
+
 /* server: "http[s]://host[:port]" with no path. */
 int http_conn_new(const char *server, HttpConn **ret);
 HttpConn *http_conn_free(HttpConn *c);

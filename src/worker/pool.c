@@ -80,14 +80,20 @@ static char *slot_resolve(const Slot *slot) {
         return realpath(slot->img.path, NULL);
 }
 
-static void retire_locked(Pool *p, Slot *slot, size_t i, const char *current) {
+/* Takes warm sandbox i out of the slot and queues it for destruction. */
+static void discard_locked(Pool *p, Slot *slot, size_t i) {
         Held *h = slot->ready[i];
-        log_info("Retiring warm sandbox %s of image '%s': prepared from %s, current is %s", sandbox_id(h->s),
-                 slot->img.name, h->rootfs, current);
         memmove(slot->ready + i, slot->ready + i + 1, (slot->n_ready - i - 1) * sizeof(Held *));
         slot->n_ready--;
         h->next = p->dead;
         p->dead = h;
+}
+
+static void retire_locked(Pool *p, Slot *slot, size_t i, const char *current) {
+        Held *h = slot->ready[i];
+        log_info("Retiring warm sandbox %s of image '%s': prepared from %s, current is %s", sandbox_id(h->s),
+                 slot->img.name, h->rootfs, current);
+        discard_locked(p, slot, i);
         p->retired++;
 }
 
@@ -110,10 +116,7 @@ static void retire_dead_locked(Pool *p, Slot *slot) {
                         continue;
                 log_warning("Warm sandbox %s of image '%s' died before use; discarding it", sandbox_id(h->s),
                             slot->img.name);
-                memmove(slot->ready + i - 1, slot->ready + i, (slot->n_ready - i) * sizeof(Held *));
-                slot->n_ready--;
-                h->next = p->dead;
-                p->dead = h;
+                discard_locked(p, slot, i - 1);
         }
 }
 
