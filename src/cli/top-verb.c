@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "http-conn.h"
 #include "log.h"
 #include "verbs.h"
 
@@ -24,29 +25,10 @@ typedef struct TopData {
         char error[256];
 } TopData;
 
-typedef struct MetricsSink {
-        char *buf;
-        size_t size;
-} MetricsSink;
-
-
 /* The screen initscr() returns: everything is drawn through it, so that kiln
  * uses no data symbol of ncurses (stdscr, LINES) and the library can be
  * loaded only when kiln top runs (tools/lazy-stubs binds functions only). */
 static WINDOW *scr;
-static bool metrics_collect(const char *p, size_t n, void *userdata) {
-        MetricsSink *m = userdata;
-        if (m->size + n > 4 * 1024 * 1024)
-                return false;
-        char *b = realloc(m->buf, m->size + n + 1);
-        if (!b)
-                return false;
-        memcpy(b + m->size, p, n);
-        m->buf = b;
-        m->size += n;
-        m->buf[m->size] = 0;
-        return true;
-}
 
 /* Sums the samples of one metric in Prometheus text. */
 static double metric_sum(const char *text, const char *name) {
@@ -84,12 +66,12 @@ static json_t *pool_ready_parse(const char *text) {
 }
 
 static void top_fetch_pool(Api *worker_api, TopData *d) {
-        MetricsSink m = {};
+        HttpBody m = {};
         long status = 0;
-        if (worker_api && api_stream(worker_api, "/metrics", metrics_collect, NULL, &m, &status) >= 0 &&
-            status == 200 && m.buf)
-                d->pool_ready = pool_ready_parse(m.buf);
-        free(m.buf);
+        if (worker_api && api_stream(worker_api, "/metrics", http_body_collect, NULL, &m, &status) >= 0 &&
+            status == 200 && m.data)
+                d->pool_ready = pool_ready_parse(m.data);
+        free(m.data);
 }
 
 static void top_data_done(TopData *d) {
@@ -100,18 +82,18 @@ static void top_data_done(TopData *d) {
 }
 
 static int top_fetch(Api *api, TopData *d) {
-        MetricsSink m = {};
+        HttpBody m = {};
         json_t *jobs = NULL, *j;
         long status = 0;
         size_t i;
         int r;
 
-        r = api_stream(api, "/metrics", metrics_collect, NULL, &m, &status);
-        if (r >= 0 && status == 200 && m.buf) {
-                d->queue_depth = metric_sum(m.buf, "kiln_queue_depth");
-                d->oldest_age = metric_sum(m.buf, "kiln_queue_oldest_age_seconds");
+        r = api_stream(api, "/metrics", http_body_collect, NULL, &m, &status);
+        if (r >= 0 && status == 200 && m.data) {
+                d->queue_depth = metric_sum(m.data, "kiln_queue_depth");
+                d->oldest_age = metric_sum(m.data, "kiln_queue_oldest_age_seconds");
         }
-        free(m.buf);
+        free(m.data);
         if (r < 0)
                 return r;
         json_t *w = NULL;
