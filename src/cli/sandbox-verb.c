@@ -331,9 +331,9 @@ static int sandbox_run(int argc, char **argv) {
                 (void) sandbox_signal_all(s, SIGTERM);
                 deadline = now_usec(CLOCK_MONOTONIC) + o.kill_after_usec;
         }
-        if (timed_out)
-                return 124;
-        return report_status(&o, &st);
+        r = timed_out ? 124 : report_status(&o, &st);
+        (void) sandbox_destroy_before_exit(TAKE_PTR(s));
+        return r;
 }
 
 static int cmp_u64(const void *a, const void *b) {

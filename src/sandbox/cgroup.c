@@ -146,6 +146,32 @@ static int v2_enable_controllers(const char *own) {
         return write_string_file(sc, "+memory +pids +cpu");
 }
 
+/* A file only a non-root cgroup of controller's v1 hierarchy has. */
+static const char *const v1_probe_files[_CG_MAX] = {
+        [CG_MEMORY] = "memory.limit_in_bytes",
+        [CG_PIDS] = "pids.max",
+        [CG_CPU] = "cpu.cfs_quota_us",
+};
+
+/* Where every v1 hierarchy sits on most systems: /sys/fs/cgroup/CONTROLLER,
+ * which is the right place if the "kiln" directory a previous run made below
+ * our own cgroup there has the controller's files. One access() each spares
+ * reading /proc/self/mountinfo. */
+static int v1_parent_conventional(const char *self_cgroup, int k, char **ret) {
+        _cleanup_free_ char *own = NULL, *probe = NULL;
+        int r = own_cgroup_path(self_cgroup, controller_names[k], &own);
+        if (r < 0)
+                return r;
+        if (asprintf(&probe, "/sys/fs/cgroup/%s%s/kiln/%s", controller_names[k], streq(own, "/") ? "" : own,
+                     v1_probe_files[k]) < 0)
+                return -ENOMEM;
+        if (access(probe, F_OK) < 0)
+                return -errno;
+        *strrchr(probe, '/') = 0;
+        *ret = TAKE_PTR(probe);
+        return 0;
+}
+
 static int sandbox_parent_compute(bool *ret_v2, char *ret_paths[_CG_MAX]) {
         static const char *const v2_mounts[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
         _cleanup_free_ char *self_cgroup = NULL, *mountinfo = NULL;
@@ -156,7 +182,28 @@ static int sandbox_parent_compute(bool *ret_v2, char *ret_paths[_CG_MAX]) {
         if (r < 0)
                 return r;
 
-        for (size_t i = 0; i < ELEMENTSOF(v2_mounts); i++) {
+        /* A controller belongs to one hierarchy: where /proc/self/cgroup lists
+         * all three in v1 hierarchies, v2 cannot have them. */
+        bool all_v1 = true;
+        for (int k = 0; all_v1 && k < _CG_MAX; k++) {
+                _cleanup_free_ char *own = NULL;
+                all_v1 = own_cgroup_path(self_cgroup, controller_names[k], &own) >= 0;
+        }
+        if (all_v1) {
+                int k = 0;
+                while (k < _CG_MAX && v1_parent_conventional(self_cgroup, k, &paths[k]) >= 0)
+                        k++;
+                if (k == _CG_MAX) {
+                        *ret_v2 = false;
+                        for (k = 0; k < _CG_MAX; k++)
+                                ret_paths[k] = paths[k];
+                        return 0;
+                }
+                for (int j = 0; j < k; j++)
+                        paths[j] = mfree(paths[j]);
+        }
+
+        for (size_t i = 0; !all_v1 && i < ELEMENTSOF(v2_mounts); i++) {
                 _cleanup_free_ char *own = NULL, *own_abs = NULL, *parent = NULL, *sc = NULL;
                 if (!v2_usable(v2_mounts[i]))
                         continue;

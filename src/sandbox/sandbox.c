@@ -6,13 +6,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -845,6 +848,123 @@ int sandbox_take_control_fd(Sandbox *s) {
 
 const Cgroup *sandbox_cgroup(const Sandbox *s) {
         return s->have_cgroup ? &s->cgroup : NULL;
+}
+
+typedef struct Reaper {
+        int fds[3]; /* PID 1's pidfd; the slot and the state directory's lock, held until the end */
+        char dir[PATH_MAX];
+        char cgroups[_CG_MAX][PATH_MAX];
+        char *stack;
+} Reaper;
+
+static Reaper *reaper_kept;
+
+static int cmp_fd(const void *a, const void *b) {
+        return *(const int *) a - *(const int *) b;
+}
+
+/* Runs in a child that shares our memory and outlives us: on its own stack,
+ * with its own copy of what it needs, through system calls only (errno, in
+ * memory it shares with us, is never looked at). */
+static int reaper_main(void *arg) {
+        const Reaper *r = arg;
+        struct pollfd p = { .fd = r->fds[0], .events = POLLIN };
+        int keep[3];
+
+        /* Nothing else of ours stays open in it: not stdout, not a pipe a
+         * caller waits on. */
+        memcpy(keep, r->fds, sizeof keep);
+        qsort(keep, 3, sizeof(int), cmp_fd);
+        for (unsigned i = 0, lo = 0; i <= 3; i++) {
+                unsigned hi = i < 3 ? (unsigned) keep[i] : ~0U;
+                if (hi > lo)
+                        (void) syscall(SYS_close_range, lo, i < 3 ? hi - 1 : hi, 0U);
+                lo = hi + 1;
+        }
+        (void) syscall(SYS_prctl, PR_SET_NAME, "kiln-reaper", 0L, 0L, 0L);
+        /* PID 1 was sent SIGKILL: it is gone within milliseconds, and with it
+         * every other process of the sandbox. */
+        (void) syscall(SYS_poll, &p, 1L, 10000L);
+        for (int k = 0; k < _CG_MAX; k++) {
+                if (!r->cgroups[k][0])
+                        continue;
+                for (int attempt = 0; attempt < 2000; attempt++) {
+                        if (syscall(SYS_rmdir, r->cgroups[k]) == 0 || syscall(SYS_access, r->cgroups[k], F_OK) != 0)
+                                break;
+                        struct timespec ts = { 0, 500000 }; /* tasks still leaving it */
+                        (void) syscall(SYS_nanosleep, &ts, NULL);
+                }
+        }
+        /* Last, so that whatever is left when this fails is a state directory
+         * whose lock is free: a leftover that gc removes. */
+        (void) syscall(SYS_rmdir, r->dir);
+        (void) syscall(SYS_exit, 0L);
+        return 0;
+}
+
+/* Starts the reaper; on success it owns s's cgroup, state directory and slot. */
+static int reaper_start(Sandbox *s) {
+        const size_t stack_size = 65536;
+        sigset_t all, old;
+        int e = ENAMETOOLONG;
+
+        /* Both stay allocated for good (and reachable, for leak checkers):
+         * the reaper may outlive this process, never its memory. */
+        Reaper *r = calloc(1, sizeof *r);
+        char *stack = malloc(stack_size);
+        if (!r || !stack) {
+                free(r);
+                free(stack);
+                return -ENOMEM;
+        }
+        r->fds[0] = -EBADF;
+        r->fds[1] = s->slot_fd;
+        r->fds[2] = s->lock_fd;
+        if (!s->dir || (size_t) snprintf(r->dir, sizeof r->dir, "%s", s->dir) >= sizeof r->dir)
+                goto fail;
+        for (int k = 0; k < _CG_MAX; k++)
+                if (s->cgroup.paths[k] && (size_t) snprintf(r->cgroups[k], sizeof r->cgroups[k], "%s",
+                                                            s->cgroup.paths[k]) >= sizeof r->cgroups[k])
+                        goto fail;
+        r->fds[0] = (int) syscall(SYS_pidfd_open, s->init_pid, 0);
+        if (r->fds[0] < 0 || r->fds[1] < 0 || r->fds[2] < 0) {
+                e = r->fds[0] < 0 ? errno : EBADF;
+                goto fail;
+        }
+        /* No handler of ours may ever run in it. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pid_t pid = clone(reaper_main, stack + stack_size, CLONE_VM, r);
+        e = errno;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (pid < 0)
+                goto fail;
+        safe_close(r->fds[0]); /* the reaper has its own copy */
+        r->stack = stack;
+        reaper_kept = r;
+        cgroup_done(&s->cgroup);
+        s->have_cgroup = false;
+        return 0;
+fail:
+        safe_close(r->fds[0]);
+        free(r);
+        free(stack);
+        return -e;
+}
+
+int sandbox_destroy_before_exit(Sandbox *s) {
+        /* Remote sandboxes, and NAT rules that need our netlink code, go the
+         * ordinary way; so does a state directory that holds more than a disk
+         * image (the reaper only removes an empty one). */
+        if (!s || s->remote || s->init_pid <= 0 || !s->have_cgroup || s->network == NETWORK_NAT || !s->dir)
+                return sandbox_destroy(s);
+        _cleanup_close_ int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || (unlinkat(dfd, "disk.img", 0) < 0 && errno != ENOENT) || reaper_start(s) < 0)
+                return sandbox_destroy(s);
+        (void) kill(s->init_pid, SIGKILL);
+        /* PID 1, reaped by whoever inherits it, takes the rest along. */
+        sandbox_free(s);
+        return 0;
 }
 
 int sandbox_destroy(Sandbox *s) {

@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+import time
 
 UID_BASE = 0x40000000
 
@@ -128,3 +129,25 @@ def inventory(sandbox_dir, netns=None, own=False):
         "loops": loop_leftovers(sandbox_dir),
         "dirs": dir_leftovers(sandbox_dir),
     }
+
+
+def settled(fn, want, timeout=5.0):
+    """fn()'s value once it equals want, or its last one after timeout. kiln
+    sandbox run leaves what has to wait for the kernel to tear a sandbox's
+    namespaces down (its cgroup, then its state directory) to a helper that
+    ends moments after kiln itself (docs/sandbox.md, "Tearing down")."""
+    end = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v == want or time.monotonic() > end:
+            return v
+        time.sleep(0.02)
+
+
+def new_since(before, sandbox_dir, netns=None, timeout=5.0):
+    """What exists, once kiln's teardown has had its moment, that did not in
+    `before` (an own=True inventory)."""
+    def diff():
+        now = inventory(sandbox_dir, netns, own=True)
+        return {k: [x for x in v if x not in before[k]] for k, v in now.items()}
+    return settled(diff, {k: [] for k in before}, timeout)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import KILN, kiln, needs_root
-from sandboxlib import inventory, make_busybox_rootfs
+from sandboxlib import inventory, make_busybox_rootfs, new_since, settled
 
 pytestmark = needs_root
 
@@ -99,7 +99,7 @@ def test_writable_layer_is_in_memory_without_disk(sandbox_dir):
     finally:
         proc.kill()
         proc.wait()
-    assert state_tree(sandbox_dir) == [".mnt"]
+    assert settled(lambda: state_tree(sandbox_dir), [".mnt"]) == [".mnt"]
     assert not os.path.exists("/var/kiln-mem") and not os.path.exists("/etc/kiln-mem")
     p = sb("--", "sh", "-c", "ls /var/kiln-mem /etc/kiln-mem 2>&1; echo rc=$?")
     assert b"rc=0" not in p.stdout, p.stdout
@@ -163,9 +163,9 @@ def test_in_memory_layer_counts_against_the_memory_limit(sandbox_dir, writer):
     assert p.returncode == 137, p
     assert b"out of memory" in p.stderr and b"--disk" in p.stderr, p.stderr
     assert sb("--", "true").returncode == 0
-    after = inventory(sandbox_dir, own=True)
+    left = new_since(before, sandbox_dir)
     for k in ("processes", "mounts", "dirs", "cgroups"):
-        assert [x for x in after[k] if x not in before[k]] == [], (k, after[k])
+        assert left[k] == [], (k, left[k])
 
 
 def test_bind_mounts(sandbox_dir, tmpdir_path):
@@ -227,14 +227,14 @@ def test_busybox_image_dir(sandbox_dir, tmpdir_path):
 
 
 def test_timeout_stops_everything(sandbox_dir):
-    before = set(inventory(sandbox_dir, own=True)["processes"])
+    before = inventory(sandbox_dir, own=True)
     start = time.monotonic()
     p = sb("--timeout", "1s", "--kill-after", "1s", "--",
            "sh", "-c", "trap '' TERM; sleep 100 & sleep 100")
     assert p.returncode == 124
     assert time.monotonic() - start < 10
     assert b"Timed out" in p.stderr
-    assert set(inventory(sandbox_dir, own=True)["processes"]) - before == set()
+    assert new_since(before, sandbox_dir)["processes"] == []
 
 
 def test_sigterm_is_forwarded(sandbox_dir):
@@ -305,9 +305,9 @@ def test_memory_held_by_files_ends_the_sandbox_not_the_host(sandbox_dir):
     assert p.returncode == 137, p
     assert b"The command was killed: out of memory" in p.stderr, p.stderr
     assert sb("--", "true").returncode == 0
-    after = inventory(sandbox_dir, own=True)
+    left = new_since(before, sandbox_dir)
     for k in ("processes", "mounts", "dirs", "cgroups"):
-        assert [x for x in after[k] if x not in before[k]] == [], (k, after[k])
+        assert left[k] == [], (k, left[k])
 
 
 def test_disk_quota_hits_enospc(sandbox_dir):

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from conftest import KILN, needs_root, run
-from sandboxlib import inventory, kiln_init_processes, sandbox_processes
+from sandboxlib import inventory, kiln_init_processes, new_since, sandbox_processes
 
 pytestmark = needs_root
 
@@ -83,7 +83,7 @@ def test_no_leaks_after_200_sandboxes(sandbox_dir, netns):
         for (name, args, expect), p in zip(batch, procs):
             out, err = p.communicate(timeout=120)
             assert p.returncode == expect, (name, p.returncode, err)
-    assert leftovers(sandbox_dir, netns, base) == EMPTY
+    assert new_since(base, sandbox_dir, netns) == EMPTY
 
     # 20 whose kiln process is SIGKILLed while the command runs. They run side by
     # side: each start collects what dead owners left, so one at a time would
@@ -106,7 +106,7 @@ def test_no_leaks_after_200_sandboxes(sandbox_dir, netns):
     # The next start removes the leftovers.
     p = run(in_netns(netns, "sandbox", "gc"), check=True)
     assert b"removed 20 leftover sandboxes" in p.stdout
-    assert leftovers(sandbox_dir, netns, base) == EMPTY
+    assert new_since(base, sandbox_dir, netns) == EMPTY
 
 
 def test_next_run_collects_leftovers(sandbox_dir, netns):
@@ -121,4 +121,4 @@ def test_next_run_collects_leftovers(sandbox_dir, netns):
     assert len(inventory(sandbox_dir)["dirs"]) == 1
     r = run(in_netns(netns, "sandbox", "run", "--", "true"), check=True)
     assert b"Removed leftover sandbox" in r.stderr
-    assert leftovers(sandbox_dir, netns, base) == EMPTY
+    assert new_since(base, sandbox_dir, netns) == EMPTY
