@@ -859,10 +859,6 @@ typedef struct Reaper {
 
 static Reaper *reaper_kept;
 
-static int cmp_fd(const void *a, const void *b) {
-        return *(const int *) a - *(const int *) b;
-}
-
 /* Runs in a child that shares our memory and outlives us: on its own stack,
  * with its own copy of what it needs, through system calls only (errno, in
  * memory it shares with us, is never looked at). */
@@ -874,7 +870,12 @@ static int reaper_main(void *arg) {
         /* Nothing else of ours stays open in it: not stdout, not a pipe a
          * caller waits on. */
         memcpy(keep, r->fds, sizeof keep);
-        qsort(keep, 3, sizeof(int), cmp_fd);
+        for (int i = 1; i < 3; i++)
+                for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+                        int t = keep[j];
+                        keep[j] = keep[j - 1];
+                        keep[j - 1] = t;
+                }
         for (unsigned i = 0, lo = 0; i <= 3; i++) {
                 unsigned hi = i < 3 ? (unsigned) keep[i] : ~0U;
                 if (hi > lo)
@@ -954,8 +955,10 @@ fail:
 
 int sandbox_destroy_before_exit(Sandbox *s) {
         /* Remote sandboxes, and NAT rules that need our netlink code, go the
-         * ordinary way; so does a state directory that holds more than a disk
-         * image (the reaper only removes an empty one). */
+         * ordinary way. The reaper removes the state directory with rmdir():
+         * the disk image goes now (unlinked while mounted, its blocks are
+         * freed with the mount); a directory that still holds something is
+         * left, lock free, to gc. */
         if (!s || s->remote || s->init_pid <= 0 || !s->have_cgroup || s->network == NETWORK_NAT || !s->dir)
                 return sandbox_destroy(s);
         _cleanup_close_ int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
