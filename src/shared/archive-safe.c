@@ -72,6 +72,21 @@ _printf_(3, 4) static int fail(ArchiveError *e, int r, const char *fmt, ...) {
         return r;
 }
 
+/* A failed write of an archive: libarchive's message with the system's
+ * reason, when it has one ("Write error" alone does not say the disk is
+ * full), and that reason as the return value. */
+static int fail_write(ArchiveError *e, struct archive *a, const char *what, const char *path) {
+        int err = archive_errno(a);
+        const char *msg = archive_error_string(a);
+        char where[200] = "";
+
+        if (path)
+                snprintf(where, sizeof where, " '%s'", P(path));
+        if (err <= 0)
+                return fail(e, -EIO, "%s%s: %s", what, where, msg ? msg : "unknown error");
+        return fail(e, -err, "%s%s: %s: %s", what, where, msg ? msg : "error", strerror(err));
+}
+
 /* ---- paths ---- */
 
 /* Normalises an archive path: drops "." and empty components, refuses an
@@ -892,8 +907,7 @@ static int pack_copy_file(Packer *p, struct archive *a, struct archive_entry *ae
 
         archive_entry_set_size(ae, (la_int64_t) e->size);
         if (archive_write_header(a, ae) != ARCHIVE_OK)
-                return fail(p->error, -EIO, "Cannot pack '%s': %s", P(e->path),
-                            archive_error_string(a));
+                return fail_write(p->error, a, "Cannot pack", e->path);
         while (left > 0) {
                 ssize_t k = read(fd, buf, MIN(sizeof(buf), left));
                 if (k < 0 && errno == EINTR)
@@ -903,8 +917,7 @@ static int pack_copy_file(Packer *p, struct archive *a, struct archive_entry *ae
                 if (k == 0)
                         return fail(p->error, -EIO, "File '%s' shrank while being packed", P(e->path));
                 if (archive_write_data(a, buf, (size_t) k) != k)
-                        return fail(p->error, -EIO, "Cannot pack '%s': %s", P(e->path),
-                                    archive_error_string(a));
+                        return fail_write(p->error, a, "Cannot pack", e->path);
                 left -= (uint64_t) k;
         }
         return 0;
@@ -933,8 +946,7 @@ static int pack_write_entry(Packer *p, struct archive *a, const PackEntry *e) {
                 return pack_copy_file(p, a, ae, e);
         }
         if (archive_write_header(a, ae) != ARCHIVE_OK)
-                return fail(p->error, -EIO, "Cannot pack '%s': %s", P(e->path),
-                            archive_error_string(a));
+                return fail_write(p->error, a, "Cannot pack", e->path);
         return 0;
 }
 
@@ -955,7 +967,7 @@ static int pack_write(Packer *p, int out_fd) {
                         return r;
         }
         if (archive_write_close(a) != ARCHIVE_OK)
-                return fail(p->error, -EIO, "Cannot finish the archive: %s", archive_error_string(a));
+                return fail_write(p->error, a, "Cannot finish the archive", NULL);
         p->stats.n_entries = p->n_items;
         return 0;
 }

@@ -23,6 +23,13 @@
  * the disk, and a task's first output never waits for the file system. File
  * offsets are log offsets (the file starts with a hole). */
 #define SPOOL_HEAD (64U * 1024U)
+/* When the spool file cannot be written (the worker's disk is full), the log
+ * goes on in memory, in blocks that never move (the shipping thread reads
+ * them without the lock), up to MEM_BLOCKS of them; past that it is cut with
+ * an explicit marker, for which MEM_RESERVE bytes are kept. */
+#define MEM_BLOCK (1U << 20)
+#define MEM_BLOCKS 64U
+#define MEM_RESERVE 512U
 
 struct LogShip {
         pthread_mutex_t lock;
@@ -31,7 +38,9 @@ struct LogShip {
         bool thread_started;
         Client *client;
         char *head; /* [0, MIN(written, SPOOL_HEAD)) */
-        int fd;     /* the rest; -EBADF until needed */
+        int fd;     /* [SPOOL_HEAD, mem_base); -EBADF until needed */
+        char *mem[MEM_BLOCKS]; /* [mem_base, written) once the file failed us */
+        uint64_t mem_base;     /* UINT64_MAX: the file holds everything past the head */
         char *path;
         int64_t lease, fence;
         void (*on_acked)(void *userdata);
@@ -55,9 +64,21 @@ static void sleep_ms(LogShip *l, unsigned ms) {
         pthread_mutex_unlock(&l->lock);
 }
 
+/* Copies [from, from + n) out of the memory blocks. */
+static void mem_read(const LogShip *l, uint64_t mem_base, uint64_t from, size_t n, char *dst) {
+        while (n > 0) {
+                uint64_t o = from - mem_base;
+                size_t k = MIN(n, (size_t) (MEM_BLOCK - o % MEM_BLOCK));
+                memcpy(dst, l->mem[o / MEM_BLOCK] + o % MEM_BLOCK, k);
+                dst += k;
+                from += k;
+                n -= k;
+        }
+}
+
 /* The bytes [from, to): in place when the memory head holds them all, else
- * copied into *buf (grown as needed). Bytes below `written` never change, so
- * they are read without the lock. */
+ * copied into *buf (grown as needed). Bytes below `written` never change,
+ * nor move, so they are read without the lock. */
 static int chunk_get(LogShip *l, uint64_t from, uint64_t to, void **buf, size_t *buf_size, const void **ret) {
         size_t n = (size_t) (to - from);
 
@@ -73,11 +94,26 @@ static int chunk_get(LogShip *l, uint64_t from, uint64_t to, void **buf, size_t 
                 *buf = p;
                 *buf_size = n;
         }
-        size_t in_head = from < SPOOL_HEAD ? (size_t) (SPOOL_HEAD - from) : 0;
-        memcpy(*buf, l->head + from, in_head);
-        ssize_t k = pread(l->fd, (char *) *buf + in_head, n - in_head, (off_t) (from + in_head));
-        if (k != (ssize_t) (n - in_head))
-                return -EIO;
+        pthread_mutex_lock(&l->lock);
+        uint64_t mem_base = l->mem_base;
+        pthread_mutex_unlock(&l->lock);
+        char *dst = *buf;
+        uint64_t at = from;
+        if (at < SPOOL_HEAD) {
+                memcpy(dst, l->head + at, SPOOL_HEAD - at);
+                dst += SPOOL_HEAD - at;
+                at = SPOOL_HEAD;
+        }
+        uint64_t file_end = MIN(to, mem_base);
+        if (at < file_end) {
+                size_t k = (size_t) (file_end - at);
+                if (pread(l->fd, dst, k, (off_t) at) != (ssize_t) k)
+                        return -EIO;
+                dst += k;
+                at = file_end;
+        }
+        if (at < to)
+                mem_read(l, mem_base, at, (size_t) (to - at), dst);
         *ret = *buf;
         return 0;
 }
@@ -185,6 +221,7 @@ int logship_new(const LogShipConfig *c, LogShip **ret) {
         l->chunk_max = c->chunk_max ? c->chunk_max : 4U << 20;
         l->result = 1;
         l->fd = -EBADF;
+        l->mem_base = UINT64_MAX;
         l->path = strdup(c->spool_path);
         l->head = malloc(SPOOL_HEAD);
         if (!l->path || !l->head) {
@@ -217,14 +254,54 @@ LogShip *logship_free(LogShip *l) {
         safe_close(l->fd);
         free(l->path);
         free(l->head);
+        for (size_t i = 0; i < MEM_BLOCKS; i++)
+                free(l->mem[i]);
         pthread_mutex_destroy(&l->lock);
         pthread_cond_destroy(&l->cond);
         free(l);
         return NULL;
 }
 
-static int spool_write(LogShip *l, const void *data, size_t n) {
-        int r = 0;
+/* Appends to the memory blocks; only `reserved` may use the last
+ * MEM_RESERVE bytes. */
+static int mem_write(LogShip *l, const char *data, size_t n, bool reserved) {
+        uint64_t end = l->written + n - l->mem_base;
+        if (end > (uint64_t) MEM_BLOCK * MEM_BLOCKS - (reserved ? 0 : MEM_RESERVE))
+                return -ENOSPC;
+        for (uint64_t o = l->written - l->mem_base; n > 0;) {
+                char **b = &l->mem[o / MEM_BLOCK];
+                if (!*b && !(*b = malloc(MEM_BLOCK)))
+                        return -ENOMEM;
+                size_t k = MIN(n, (size_t) (MEM_BLOCK - o % MEM_BLOCK));
+                memcpy(*b + o % MEM_BLOCK, data, k);
+                data += k;
+                n -= k;
+                o += k;
+                l->written += k;
+        }
+        return 0;
+}
+
+static int file_write(LogShip *l, const char *data, size_t n) {
+        if (l->fd < 0) {
+                l->fd = open(l->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+                if (l->fd < 0)
+                        return -errno;
+        }
+        for (size_t done = 0; done < n;) {
+                ssize_t k = pwrite(l->fd, data + done, n - done, (off_t) (l->written + done));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                done += (size_t) k;
+        }
+        l->written += n;
+        return 0;
+}
+
+/* Called with the lock held. */
+static int spool_write(LogShip *l, const void *data, size_t n, bool reserved) {
         if (l->written < SPOOL_HEAD) {
                 size_t h = MIN(n, (size_t) (SPOOL_HEAD - l->written));
                 memcpy(l->head + l->written, data, h);
@@ -234,54 +311,44 @@ static int spool_write(LogShip *l, const void *data, size_t n) {
         }
         if (n == 0)
                 return 0;
-        if (l->fd < 0) {
-                l->fd = open(l->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-                if (l->fd < 0)
-                        return -errno;
+        if (l->mem_base == UINT64_MAX) {
+                int r = file_write(l, data, n);
+                if (r >= 0)
+                        return 0;
+                /* Nothing of what failed counts as written; the file keeps
+                 * what it holds below here. */
+                log_warning_errno(r, "Cannot spool the log of lease %" PRId64 " to %s: %m; keeping the rest "
+                                  "of it in memory (at most %u MiB)", l->lease, l->path, MEM_BLOCKS);
+                l->mem_base = l->written;
         }
-        ssize_t k = pwrite(l->fd, data, n, (off_t) l->written);
-        while (k >= 0 && (size_t) k < n) {
-                ssize_t m = pwrite(l->fd, (const char *) data + k, n - (size_t) k, (off_t) (l->written + (uint64_t) k));
-                if (m < 0) {
-                        k = m;
-                        break;
-                }
-                k += m;
-        }
-        if (k < 0)
-                r = -errno;
-        else
-                l->written += n;
-        return r;
+        return mem_write(l, data, n, reserved);
+}
+
+/* Called with the lock held: the rest is not kept, and the log says so. */
+static void cut(LogShip *l, size_t dropped, const char *why) {
+        char marker[256];
+        int m = snprintf(marker, sizeof marker, "\n[kiln] %s: the rest of the output is not kept\n", why);
+        l->dropped += dropped;
+        l->truncated = true;
+        (void) spool_write(l, marker, (size_t) m, true);
 }
 
 int logship_append(LogShip *l, const void *data, size_t n) {
-        int r = 0;
-
         pthread_mutex_lock(&l->lock);
-        if (l->truncated) {
+        if (l->truncated)
                 l->dropped += n;
-                goto finish;
-        }
-        if (l->max_bytes > 0 && l->written + n > l->max_bytes) {
-                char marker[256];
+        else if (l->max_bytes > 0 && l->written + n > l->max_bytes) {
+                char why[128];
                 size_t keep = (size_t) (l->max_bytes - l->written);
-                r = spool_write(l, data, keep);
-                if (r < 0)
-                        goto finish;
-                l->dropped += n - keep;
-                l->truncated = true;
-                int m = snprintf(marker, sizeof marker,
-                                 "\n[kiln] the log reached its limit of %" PRIu64
-                                 " bytes: the rest of the output is not kept\n", l->max_bytes);
-                r = spool_write(l, marker, (size_t) m);
-                goto finish;
-        }
-        r = spool_write(l, data, n);
-finish:
+                if (spool_write(l, data, keep, false) < 0)
+                        keep = 0;
+                snprintf(why, sizeof why, "the log reached its limit of %" PRIu64 " bytes", l->max_bytes);
+                cut(l, n - keep, why);
+        } else if (spool_write(l, data, n, false) < 0)
+                cut(l, n, "the worker's disk is full and its memory for this log too");
         pthread_cond_broadcast(&l->cond);
         pthread_mutex_unlock(&l->lock);
-        return r;
+        return 0;
 }
 
 void logship_close(LogShip *l) {

@@ -2,8 +2,9 @@
 #pragma once
 
 /* Log shipping: the masked bytes of one attempt are spooled (the first 64 KiB
- * in memory, the rest in a file in the worker's data directory) and sent to
- * the server by byte offset from there, by a thread of their own. A retried append is harmless (the server
+ * in memory, the rest in a file in the worker's data directory, or, once that
+ * cannot be written, in memory again, up to 64 MiB) and sent to the server by
+ * byte offset from there, by a thread of their own. A retried append is harmless (the server
  * keeps bytes it holds); a gap is answered with the server's offset, from
  * which the rest is resent. While the server is unreachable the bytes wait
  * in the spool, so nothing is lost, reordered or sent twice. */
@@ -33,8 +34,8 @@ int logship_new(const LogShipConfig *c, LogShip **ret);
 LogShip *logship_free(LogShip *l);
 DEFINE_TRIVIAL_CLEANUP_FUNC(LogShip *, logship_free);
 
-/* Appends to the spool; past the cap, writes an explicit marker once and
- * drops the rest (counted). */
+/* Appends to the spool; past the cap (or with neither disk nor memory left
+ * for it), writes an explicit marker once and drops the rest (counted). */
 int logship_append(LogShip *l, const void *data, size_t n);
 /* No more bytes will come. */
 void logship_close(LogShip *l);

@@ -621,7 +621,11 @@ static int artifacts_collect(Run *r) {
         k = workspace_pack(sandbox_init_pid(r->sandbox), globs, fd, &r->cfg->artifact_limits, &entries, err,
                            sizeof err);
         if (k < 0) {
-                run_why(r, false, "collecting the artifacts failed: %s", err);
+                if (k == -ENOSPC || k == -EDQUOT)
+                        run_why(r, false, "collecting the artifacts failed: the worker's disk is full (%s): %s",
+                                r->w->tmp_dir, err);
+                else
+                        run_why(r, false, "collecting the artifacts failed: %s", err);
                 return k;
         }
         if (entries == 0) {
