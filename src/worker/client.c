@@ -30,7 +30,8 @@ typedef struct Sink {
         uint64_t max;
         uint64_t written;
         long status;
-        bool too_big, write_failed;
+        bool too_big;
+        int write_error; /* -errno of a failed write to fd: local, never worth a retry */
         CURL *curl;
 } Sink;
 
@@ -118,8 +119,9 @@ static size_t on_data(char *p, size_t size, size_t n, void *userdata) {
                                 s->too_big = true;
                                 return 0;
                         }
-                        if (loop_write(s->fd, p, len) < 0) {
-                                s->write_failed = true;
+                        int w = loop_write(s->fd, p, len);
+                        if (w < 0) {
+                                s->write_error = w;
                                 return 0;
                         }
                         s->written += len;
@@ -217,7 +219,7 @@ static int perform(Client *c, const char *method, const char *path, const char *
                 r = -ECANCELED;
                 break;
         case CURLE_WRITE_ERROR:
-                r = sink->too_big ? -EFBIG : sink->write_failed ? -EIO : -ENOBUFS;
+                r = sink->too_big ? -EFBIG : sink->write_error < 0 ? sink->write_error : -ENOBUFS;
                 break;
         default:
                 r = -EIO;

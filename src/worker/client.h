@@ -38,8 +38,9 @@ int client_post_raw(Client *c, const char *path, const void *data, size_t n, lon
                     ClientReply *ret);
 /* PUTs size bytes read from fd (from its start). */
 int client_put_fd(Client *c, const char *path, int fd, uint64_t size, long timeout_ms, ClientReply *ret);
-/* GETs path into fd; -EFBIG past max bytes. On a non-2xx answer the body is
- * not written. */
+/* GETs path into fd; -EFBIG past max bytes, the write's own error when fd
+ * refuses the body (-ENOSPC: a full disk, not worth retrying). On a non-2xx
+ * answer the body is not written. */
 int client_get_fd(Client *c, const char *path, int fd, uint64_t max, long timeout_ms, long *ret_status);
 
 /* For a URL whose host is a name, a CURLOPT_RESOLVE list ("host:port:addr")

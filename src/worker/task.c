@@ -338,6 +338,11 @@ static int workspace_setup(Run *r) {
         if (!digest)
                 return 0;
         int k = blob_open(r, digest, &fd);
+        if (k == -ENOSPC || k == -EDQUOT) {
+                run_why(r, false, "cannot fetch the workspace %s: the worker's disk is full (%s)", digest,
+                        r->w->blob_dir);
+                return k;
+        }
         if (k < 0) {
                 run_why(r, false, "cannot fetch the workspace %s: %s", digest, strerror(-k));
                 return k;

@@ -1,9 +1,9 @@
 """The worker's data disk is full while tasks run (a tmpfs of 1 MiB, filled
 up after the worker started): a task's log — whose bytes past the first
 64 KiB are spooled to that disk — still arrives whole and in order, kept in
-memory meanwhile; an artifact that cannot be packed there fails its task
-with a reason that says the worker's disk is full; and the worker goes on
-taking work."""
+memory meanwhile; a workspace that cannot be downloaded there, and an
+artifact that cannot be packed there, fail their tasks at once with a reason
+that says the worker's disk is full; and the worker goes on taking work."""
 import os
 import subprocess
 import tempfile
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import have_root
 from kilnapi import Server, submit
-from workerlib import WorkerProc, task_log, wait_job
+from workerlib import WorkerProc, make_tar, task_log, upload_blob, wait_job
 
 pytestmark = pytest.mark.skipif(not have_root(), reason="needs root (mounts, sandboxes)")
 
@@ -60,6 +60,15 @@ def test_full_data_disk_keeps_the_log_and_says_why_artifacts_fail(full_disk_work
     reason = t["attempts"][-1]["reason"]
     assert "the worker's disk is full" in reason and "No space left on device" in reason, reason
     assert task_log(srv, t["id"]).startswith(b"made\n")
+
+    # 3 MB that do not compress: the download into the blob cache fails.
+    digest = upload_blob(srv, make_tar([("big.bin", os.urandom(3000000))]))
+    j = wait_job(srv, submit(srv, {"name": "workspace", "workspace": digest, "steps": [{"run": "ls"}]})["id"],
+                 timeout=60)
+    t = j["tasks"][0]
+    assert t["state"] == "failed", (t, w.log())
+    reason = t["attempts"][-1]["reason"]
+    assert "cannot fetch the workspace" in reason and "the worker's disk is full" in reason, reason
 
     # The worker is still there for the next one.
     j = wait_job(srv, submit(srv, {"name": "after", "steps": [{"run": "echo fine"}]})["id"], timeout=60)
