@@ -55,6 +55,8 @@ static void worker_usage(FILE *f) {
                 "  --kill-grace D          SIGTERM → SIGKILL on timeout and cancel [10s]\n"
                 "  --task-timeout D        for jobs without a timeout [24h]\n"
                 "  --log-max SIZE          cap of one attempt's log [256M]\n"
+                "  --min-free SIZE         take no task while --data has less free space [64M];\n"
+                "                          0: never look\n"
                 "  --claim-wait D          long-poll time of a claim [30s]\n"
                 "  --cancel-poll D         heartbeat at least this often: bounds cancel latency [1s]\n"
                 "  --memory/--pids/--cpus/--disk   limits of warm sandboxes [none]\n"
@@ -70,7 +72,7 @@ enum {
         ARG_SERVER = 0x100, ARG_TOKEN, ARG_TOKEN_FILE, ARG_NAME, ARG_SLOTS, ARG_LABELS, ARG_IMAGE, ARG_POOL, ARG_DEFAULT_IMAGE,
         ARG_DATA, ARG_DRAIN, ARG_GRACE, ARG_TASK_TIMEOUT, ARG_LOG_MAX, ARG_CLAIM_WAIT, ARG_CANCEL_POLL,
         ARG_MEMORY, ARG_PIDS, ARG_CPUS, ARG_DISK, ARG_WS_FILES, ARG_WS_BYTES, ARG_ART_BYTES, ARG_METRICS, ARG_NETWORK,
-        ARG_IMAGE_POLL, ARG_REBUILD, ARG_BASE_CACHE,
+        ARG_IMAGE_POLL, ARG_REBUILD, ARG_BASE_CACHE, ARG_MIN_FREE,
 };
 
 typedef struct Opts {
@@ -257,6 +259,7 @@ static int parse_one(Opts *o, int c, const char *arg) {
         case ARG_CLAIM_WAIT: return opt_duration("--claim-wait", arg, &w->claim_wait_usec);
         case ARG_CANCEL_POLL: return opt_duration("--cancel-poll", arg, &w->cancel_poll_usec);
         case ARG_LOG_MAX: return opt_size("--log-max", arg, &w->log_max);
+        case ARG_MIN_FREE: return opt_size("--min-free", arg, &w->min_free);
         case ARG_MEMORY: return opt_size("--memory", arg, &w->memory_max);
         case ARG_DISK: return opt_size("--disk", arg, &w->disk_max);
         case ARG_PIDS: return opt_u64("--pids", arg, &w->pids_max);
@@ -290,6 +293,7 @@ static int parse_options(int argc, char **argv, Opts *o) {
                 { "kill-grace", required_argument, NULL, ARG_GRACE },
                 { "task-timeout", required_argument, NULL, ARG_TASK_TIMEOUT },
                 { "log-max", required_argument, NULL, ARG_LOG_MAX },
+                { "min-free", required_argument, NULL, ARG_MIN_FREE },
                 { "claim-wait", required_argument, NULL, ARG_CLAIM_WAIT },
                 { "cancel-poll", required_argument, NULL, ARG_CANCEL_POLL },
                 { "memory", required_argument, NULL, ARG_MEMORY },

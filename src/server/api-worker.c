@@ -304,7 +304,8 @@ static int parse_finish(Request *r, json_t *body, StoreFinish *f, int64_t *ret_l
         TaskState ts = task_state_from_string(json_string_value(st));
         if (ts < 0 || !task_state_is_reportable(ts))
                 return http_error(r, 400, "invalid_field", json_pack("{s:s}", "path", "state"),
-                                  "state: one of succeeded, failed, warning, skipped, cancelled, timed_out");
+                                  "state: one of succeeded, failed, warning, skipped, cancelled, timed_out, "
+                                  "lost");
         if (ec && (!json_is_integer(ec) || json_integer_value(ec) < -255 || json_integer_value(ec) > 255))
                 return http_error(r, 400, "invalid_field", json_pack("{s:s}", "path", "exit_code"),
                                   "exit_code: an integer from -255 to 255");

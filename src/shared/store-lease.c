@@ -475,6 +475,38 @@ static int requeue_task(Store *s, StoreConn *c, const StoreAttempt *at, const ch
                                json_pack("{s:s, s:s}", "retry", counter, "after", why));
 }
 
+/* An attempt was lost to the infrastructure (its lease expired, or its worker
+ * could not run it; the attempt's row says so already): an event, and the
+ * task queued again, up to max_infra_retries, if the attempt was its live one. */
+static int attempt_lost(Store *s, StoreConn *c, const StoreAttempt *at, const char *reason) {
+        sqlite3_stmt *st;
+        int r = store_event_add(s, c, "attempt", at->id, at->job_id, "lost",
+                                json_pack("{s:I, s:I, s:s}", "task", (json_int_t) at->task_id, "worker",
+                                          (json_int_t) at->worker_id, "reason", reason));
+        if (r < 0 || !at->live)
+                return r;
+        r = conn_prepare(c, "SELECT infra_retries, cancel FROM tasks WHERE id = ?", &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, at->task_id);
+        r = conn_step(c, st);
+        if (r <= 0)
+                return r < 0 ? r : -EIO;
+        unsigned used = (unsigned) sqlite3_column_int(st, 0);
+        bool cancel = sqlite3_column_int(st, 1) != 0;
+        sqlite3_reset(st);
+        if (cancel)
+                r = set_task_state(s, c, at, "cancelled", NULL);
+        else if (used < s->opts.max_infra_retries)
+                r = requeue_task(s, c, at, "infra", "lost");
+        else
+                r = set_task_state(s, c, at, "lost",
+                                   json_pack("{s:s}", "reason", "infrastructure retries exhausted"));
+        if (r < 0)
+                return r;
+        return store_job_refresh_state(s, c, at->job_id);
+}
+
 static int finish_op(Store *s, StoreConn *c, void *userdata) {
         LeaseArgs *a = userdata;
         StoreAttempt at;
@@ -504,6 +536,11 @@ static int finish_op(Store *s, StoreConn *c, void *userdata) {
                 return r;
         s->dirty.attempts = true;
 
+        if (streq(a->state, "lost")) {
+                /* The worker could not run it, through no fault of the job's. */
+                r = attempt_lost(s, c, &at, a->reason ? a->reason : "given back by its worker");
+                return r < 0 ? r : worker_touch(s, c, a->worker_id);
+        }
         r = wants_user_retry(c, &at, a->state, &retry);
         if (r < 0)
                 return r;
@@ -568,32 +605,7 @@ static int expire_one(Store *s, StoreConn *c, int64_t attempt_id) {
         r = conn_step(c, st);
         if (r < 0)
                 return r;
-        r = store_event_add(s, c, "attempt", attempt_id, at.job_id, "lost",
-                            json_pack("{s:I, s:I, s:s}", "task", (json_int_t) at.task_id,
-                                      "worker", (json_int_t) at.worker_id, "reason", "lease expired"));
-        if (r < 0 || !at.live)
-                return r;
-
-        r = conn_prepare(c, "SELECT infra_retries, cancel FROM tasks WHERE id = ?", &st);
-        if (r < 0)
-                return r;
-        sqlite3_bind_int64(st, 1, at.task_id);
-        r = conn_step(c, st);
-        if (r <= 0)
-                return r < 0 ? r : -EIO;
-        unsigned used = (unsigned) sqlite3_column_int(st, 0);
-        bool cancel = sqlite3_column_int(st, 1) != 0;
-        sqlite3_reset(st);
-        if (cancel)
-                r = set_task_state(s, c, &at, "cancelled", NULL);
-        else if (used < s->opts.max_infra_retries)
-                r = requeue_task(s, c, &at, "infra", "lost");
-        else
-                r = set_task_state(s, c, &at, "lost",
-                                   json_pack("{s:s}", "reason", "infrastructure retries exhausted"));
-        if (r < 0)
-                return r;
-        return store_job_refresh_state(s, c, at.job_id);
+        return attempt_lost(s, c, &at, "lease expired");
 }
 
 static int expire_op(Store *s, StoreConn *c, void *userdata) {

@@ -32,7 +32,7 @@ bool task_state_is_final(TaskState s) {
 }
 
 bool task_state_is_reportable(TaskState s) {
-        return task_state_is_final(s) && s != TASK_LOST;
+        return task_state_is_final(s);
 }
 
 const char *job_state_derive(const unsigned counts[_TASK_STATE_MAX]) {

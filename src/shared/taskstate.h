@@ -24,7 +24,9 @@ typedef enum TaskState {
 const char *task_state_to_string(TaskState s);
 TaskState task_state_from_string(const char *s);
 bool task_state_is_final(TaskState s);
-/* The states a worker may report when it finishes an attempt. */
+/* The states a worker may report when it finishes an attempt: every final
+ * one; "lost" gives the task back, to be queued again (an infrastructure
+ * retry). */
 bool task_state_is_reportable(TaskState s);
 
 /* A job's state from how many of its tasks are in each state: "queued" while

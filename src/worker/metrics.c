@@ -79,6 +79,10 @@ static void render(Worker *w, Buf *b) {
             atomic_load(&w->m.rebuilds_failed));
         put(b, "# TYPE kiln_worker_rebuild_running gauge\nkiln_worker_rebuild_running %u\n", rebuilding);
         put(b, "# TYPE kiln_worker_slots gauge\nkiln_worker_slots %u\n", w->cfg->slots);
+        put(b, "# TYPE kiln_worker_data_free_bytes gauge\nkiln_worker_data_free_bytes %" PRIu64 "\n",
+            atomic_load(&w->m.data_free_bytes));
+        put(b, "# TYPE kiln_worker_disk_short gauge\nkiln_worker_disk_short %d\n",
+            atomic_load(&w->m.disk_short) ? 1 : 0);
         put(b, "# TYPE kiln_worker_slots_used gauge\nkiln_worker_slots_used %u\n", used);
         put(b, "# TYPE kiln_worker_tasks_running gauge\nkiln_worker_tasks_running %u\n", tasks);
 }

@@ -279,6 +279,12 @@ static int blob_verify(int fd, const char *hex) {
         return streq(got, hex) ? 0 : -EBADMSG;
 }
 
+/* An error that says this worker's disk is full: no fault of the job's, and
+ * another worker may well run it. */
+static bool disk_full(int k) {
+        return k == -ENOSPC || k == -EDQUOT;
+}
+
 /* The workspace blob, from the cache or downloaded into it. */
 static int blob_open(Run *r, const char *digest, int *ret_fd) {
         char path[4200], tmp[4200], url[128];
@@ -338,7 +344,7 @@ static int workspace_setup(Run *r) {
         if (!digest)
                 return 0;
         int k = blob_open(r, digest, &fd);
-        if (k == -ENOSPC || k == -EDQUOT) {
+        if (disk_full(k)) {
                 run_why(r, false, "cannot fetch the workspace %s: the worker's disk is full (%s)", digest,
                         r->w->blob_dir);
                 return k;
@@ -626,7 +632,7 @@ static int artifacts_collect(Run *r) {
         k = workspace_pack(sandbox_init_pid(r->sandbox), globs, fd, &r->cfg->artifact_limits, &entries, err,
                            sizeof err);
         if (k < 0) {
-                if (k == -ENOSPC || k == -EDQUOT)
+                if (disk_full(k))
                         run_why(r, false, "collecting the artifacts failed: the worker's disk is full (%s): %s",
                                 r->w->tmp_dir, err);
                 else
@@ -794,8 +800,10 @@ static void run_body(Run *r) {
         bool warning = false;
         size_t i;
 
-        if (workspace_setup(r) < 0) {
-                r->state = "failed";
+        int k = workspace_setup(r);
+        if (k < 0) {
+                /* A full disk here gives the task back, to run elsewhere. */
+                r->state = disk_full(k) ? "lost" : "failed";
                 r->exit_code = -1;
                 return;
         }
@@ -886,9 +894,9 @@ static void run_attempt(Run *r) {
         run_body(r);
         /* Services and anything a step left behind end with the task. */
         (void) sandbox_signal_all(r->sandbox, SIGKILL);
-        if (r->stop != STOP_LOST && artifacts_collect(r) < 0 && flags_stop(r) != STOP_LOST &&
-            (streq(r->state, "succeeded") || streq(r->state, "warning")))
-                r->state = "failed";
+        k = r->stop != STOP_LOST ? artifacts_collect(r) : 0;
+        if (k < 0 && flags_stop(r) != STOP_LOST && (streq(r->state, "succeeded") || streq(r->state, "warning")))
+                r->state = disk_full(k) ? "lost" : "failed";
 report:
         output_finish(r->out, 2 * 1000000ULL);
         atomic_fetch_add(&r->w->m.bytes_masked, masker_bytes_masked(r->masker));

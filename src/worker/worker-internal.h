@@ -44,6 +44,8 @@ typedef struct WorkerMetrics {
         _Atomic uint64_t claim_to_start_bucket[8];
         _Atomic uint64_t bytes_masked, log_bytes, leases_lost, warm_starts, cold_starts;
         _Atomic uint64_t rebuilds, rebuilds_failed;
+        _Atomic uint64_t data_free_bytes; /* at the last check before a claim */
+        atomic_bool disk_short;           /* claims held back: less than --min-free */
 } WorkerMetrics;
 
 extern const uint64_t worker_latency_buckets_usec[8];

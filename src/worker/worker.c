@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +48,7 @@ void worker_config_init(WorkerConfig *c) {
                 .claim_wait_usec = 30 * 1000000ULL,
                 .cancel_poll_usec = 1000000ULL,
                 .blob_max = 1ULL << 30,
+                .min_free = 64ULL << 20,
                 .workspace_limits = archive_limits_default,
                 .artifact_limits = archive_limits_default,
                 .stop_fd = -1,
@@ -135,6 +137,28 @@ static int worker_register(Worker *w) {
 
 /* ---- claims ---- */
 
+/* Whether the data directory has too little room to take a task: its log
+ * spool, workspace download and artifacts all go there. A worker on a full
+ * disk would otherwise take task after task only to fail each one. */
+static bool disk_short(Worker *w) {
+        struct statvfs v;
+
+        if (w->cfg->min_free == 0 || statvfs(w->cfg->data_dir, &v) < 0)
+                return false;
+        uint64_t avail = (uint64_t) v.f_bavail * v.f_frsize;
+        bool shortage = avail < w->cfg->min_free;
+        atomic_store(&w->m.data_free_bytes, avail);
+        if (shortage != atomic_exchange(&w->m.disk_short, shortage)) {
+                if (shortage)
+                        log_warning("Not taking tasks: %s has %" PRIu64 " MiB free, less than --min-free %" PRIu64
+                                    " MiB",
+                                    w->cfg->data_dir, avail >> 20, w->cfg->min_free >> 20);
+                else
+                        log_info("Taking tasks again: %s has %" PRIu64 " MiB free", w->cfg->data_dir, avail >> 20);
+        }
+        return shortage;
+}
+
 /* Called locked. */
 static unsigned claimable_slots(Worker *w) {
         unsigned busy = w->used_slots + (w->rebuild_waiting ? 1 : 0);
@@ -156,10 +180,26 @@ static void *claim_thread(void *arg) {
                 /* A rebuild waiting for a slot gets the next one that is free. */
                 while ((free_slots = claimable_slots(w)) == 0 && !atomic_load(&w->draining))
                         pthread_cond_wait(&w->cond, &w->lock);
-                w->claim_asked = free_slots;
                 pthread_mutex_unlock(&w->lock);
                 if (atomic_load(&w->draining))
                         break;
+                if (disk_short(w)) {
+                        /* Looked at again each second; a drain ends the wait. */
+                        struct timespec ts;
+                        clock_gettime(CLOCK_REALTIME, &ts);
+                        ts.tv_sec += 1;
+                        pthread_mutex_lock(&w->lock);
+                        if (!atomic_load(&w->draining))
+                                pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+                        pthread_mutex_unlock(&w->lock);
+                        continue;
+                }
+                pthread_mutex_lock(&w->lock);
+                w->claim_asked = claimable_slots(w);
+                free_slots = w->claim_asked;
+                pthread_mutex_unlock(&w->lock);
+                if (free_slots == 0)
+                        continue;
 
                 double wait = (double) w->cfg->claim_wait_usec / 1e6;
                 json_t *body = json_pack("{s:i, s:f}", "slots", (int) free_slots, "wait", wait);

@@ -42,6 +42,7 @@ typedef struct WorkerConfig {
         uint64_t claim_wait_usec;
         uint64_t cancel_poll_usec;   /* heartbeat at least this often (cancel latency) */
         uint64_t blob_max;
+        uint64_t min_free;           /* no claims while data_dir has less free space; 0 = no check */
         ArchiveLimits workspace_limits;
         ArchiveLimits artifact_limits;
         const char *metrics_listen;  /* ADDR:PORT for /metrics, or NULL */

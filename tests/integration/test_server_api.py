@@ -302,8 +302,28 @@ def test_exit_codes_warning_skipped_and_user_retry(server):
         a = w.claim()
         assert w.finish(a, state, code).status == 200
         assert c.get("/api/v1/jobs/%d" % j["id"]).json()["state"] == state
-    r = w.c.post("/api/v1/leases/1/finish", {"fence": 1, "state": "lost"})
+    r = w.c.post("/api/v1/leases/1/finish", {"fence": 1, "state": "running"})
     assert r.status == 400
+
+
+def test_a_task_given_back_is_an_infrastructure_retry(server):
+    """A worker that cannot run a task (its disk is full, say) finishes it as
+    lost: the attempt keeps the worker's reason, the task is queued again as
+    an infrastructure retry, not against retry.max, and another claim gets it."""
+    c = server.client()
+    w = Worker(server, "giver")
+    j = submit(server, dict(SPEC, retry={"max": 0}))
+    a = w.claim()
+    r = w.c.post("/api/v1/leases/%d/finish" % a["lease"],
+                 {"fence": a["fence"], "state": "lost", "exit_code": -1, "reason": "the worker's disk is full"})
+    assert r.status == 200, r
+    t = c.get("/api/v1/jobs/%d" % j["id"]).json()["tasks"][0]
+    assert t["state"] == "queued" and t["infra_retries"] == 1 and t["user_retries"] == 0, t
+    assert t["attempts"][0]["state"] == "lost" and t["attempts"][0]["reason"] == "the worker's disk is full"
+    a2 = w.claim()
+    assert a2 and a2["attempt"] == 2
+    assert w.finish(a2).status == 200
+    assert c.get("/api/v1/jobs/%d" % j["id"]).json()["state"] == "succeeded"
 
 
 def test_labels_and_slots_are_matched(server):

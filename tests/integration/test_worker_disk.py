@@ -1,17 +1,23 @@
-"""The worker's data disk is full while tasks run (a tmpfs of 1 MiB, filled
-up after the worker started): a task's log — whose bytes past the first
-64 KiB are spooled to that disk — still arrives whole and in order, kept in
-memory meanwhile; a workspace that cannot be downloaded there, and an
-artifact that cannot be packed there, fail their tasks at once with a reason
-that says the worker's disk is full; and the worker goes on taking work."""
+"""The worker's data disk is full (a tmpfs of 1 MiB, filled up before the
+worker starts): the worker still starts and runs tasks; a task's log —
+whose bytes past the first 64 KiB are spooled to that disk — still arrives
+whole and in order, kept in memory meanwhile; a task whose workspace cannot be downloaded there, or
+whose artifacts cannot be packed there, is given back at once (its attempt
+`lost`, with a reason that says the worker's disk is full) and queued again
+as an infrastructure retry; and the worker goes on taking work. A worker
+whose data disk is short of --min-free takes no task until there is room
+again."""
 import os
+import socket
 import subprocess
 import tempfile
+import time
+import urllib.request
 
 import pytest
 
 from conftest import have_root
-from kilnapi import Server, submit
+from kilnapi import Server, submit, wait_for
 from workerlib import WorkerProc, make_tar, task_log, upload_blob, wait_job
 
 pytestmark = pytest.mark.skipif(not have_root(), reason="needs root (mounts, sandboxes)")
@@ -23,12 +29,18 @@ def full_disk_worker():
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], check=True)
     srv = w = None
     try:
-        srv = Server().start()
-        w = WorkerProc(srv, "small-disk", args=["--pool", "host=1"], data=os.path.join(mnt, "data")).start()
-        # Every byte the worker could still write is taken.
+        # Every byte is taken before the worker starts: it has to start, and
+        # work, on a full disk.
         p = subprocess.run(["dd", "if=/dev/zero", "of=" + os.path.join(mnt, "filler"), "bs=64k"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert b"No space left on device" in p.stderr, p.stderr
+        # One infrastructure retry: a task given back is run once more (here by
+        # the same worker, the only one), then ends lost.
+        srv = Server(args=["--max-infra-retries", "1"]).start()
+        # --min-free 0: take the tasks anyway, to see what a full disk does to
+        # them.
+        w = WorkerProc(srv, "small-disk", args=["--pool", "host=1", "--min-free", "0"],
+                       data=os.path.join(mnt, "data")).start()
         yield srv, w
     finally:
         if w:
@@ -39,7 +51,7 @@ def full_disk_worker():
         os.rmdir(mnt)
 
 
-def test_full_data_disk_keeps_the_log_and_says_why_artifacts_fail(full_disk_worker):
+def test_full_data_disk_keeps_the_log_and_gives_back_what_it_cannot_hold(full_disk_worker):
     srv, w = full_disk_worker
 
     # ~2.9 MB of output: all but the first 64 KiB would go through the spool file.
@@ -52,25 +64,74 @@ def test_full_data_disk_keeps_the_log_and_says_why_artifacts_fail(full_disk_work
     assert not t["attempts"][-1]["log_truncated"]
     assert "keeping the rest of it in memory" in w.log(), w.log()
 
+    def given_back_twice(j, how):
+        t = j["tasks"][0]
+        assert t["state"] == "lost" and t["infra_retries"] == 1, (t, w.log())
+        assert [a["state"] for a in t["attempts"]] == ["lost", "lost"], t["attempts"]
+        for a in t["attempts"]:
+            assert how in a["reason"] and "the worker's disk is full" in a["reason"], a["reason"]
+        return t
+
     spec = {"name": "artifact", "steps": [{"run": "head -c 2000000 /dev/urandom > big.bin; echo made"}],
             "artifacts": ["big.bin"]}
-    j = wait_job(srv, submit(srv, spec)["id"], timeout=120)
-    t = j["tasks"][0]
-    assert t["state"] == "failed", (t, w.log())
-    reason = t["attempts"][-1]["reason"]
-    assert "the worker's disk is full" in reason and "No space left on device" in reason, reason
-    assert task_log(srv, t["id"]).startswith(b"made\n")
+    t = given_back_twice(wait_job(srv, submit(srv, spec)["id"], timeout=120), "collecting the artifacts failed")
+    assert "No space left on device" in t["attempts"][0]["reason"]
+    assert task_log(srv, t["id"], attempt=1).startswith(b"made\n")
 
     # 3 MB that do not compress: the download into the blob cache fails.
     digest = upload_blob(srv, make_tar([("big.bin", os.urandom(3000000))]))
     j = wait_job(srv, submit(srv, {"name": "workspace", "workspace": digest, "steps": [{"run": "ls"}]})["id"],
                  timeout=60)
-    t = j["tasks"][0]
-    assert t["state"] == "failed", (t, w.log())
-    reason = t["attempts"][-1]["reason"]
-    assert "cannot fetch the workspace" in reason and "the worker's disk is full" in reason, reason
+    given_back_twice(j, "cannot fetch the workspace")
 
     # The worker is still there for the next one.
     j = wait_job(srv, submit(srv, {"name": "after", "steps": [{"run": "echo fine"}]})["id"], timeout=60)
     assert j["tasks"][0]["state"] == "succeeded", w.log()
     assert task_log(srv, j["tasks"][0]["id"]) == b"fine\n"
+
+
+def metric(port, name):
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("%s not in /metrics" % name)
+
+
+def test_no_task_taken_while_the_disk_is_short_of_min_free():
+    mnt = tempfile.mkdtemp(prefix="kiln-short-disk-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", mnt], check=True)
+    filler = os.path.join(mnt, "filler")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = w = None
+    try:
+        subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M", "count=24"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        srv = Server().start()
+        w = WorkerProc(srv, "short-disk", args=["--pool", "host=1", "--min-free", "16M",
+                                                "--metrics", "127.0.0.1:%d" % port],
+                       data=os.path.join(mnt, "data")).start()
+        assert wait_for(lambda: "Not taking tasks" in w.log(), timeout=10), w.log()
+        assert "less than --min-free 16 MiB" in w.log(), w.log()
+        assert metric(port, "kiln_worker_disk_short") == 1
+        assert metric(port, "kiln_worker_data_free_bytes") < 16 << 20
+
+        jid = submit(srv, {"name": "waits", "steps": [{"run": "echo ran"}]})["id"]
+        time.sleep(3)
+        assert srv.client().get("/api/v1/jobs/%d" % jid).json()["tasks"][0]["state"] == "queued"
+
+        os.unlink(filler)
+        j = wait_job(srv, jid, timeout=30)
+        assert j["tasks"][0]["state"] == "succeeded", w.log()
+        assert task_log(srv, j["tasks"][0]["id"]) == b"ran\n"
+        assert "Taking tasks again" in w.log(), w.log()
+        assert metric(port, "kiln_worker_disk_short") == 0
+    finally:
+        if w:
+            w.stop()
+        if srv:
+            srv.cleanup()
+        subprocess.run(["umount", mnt])
+        os.rmdir(mnt)

@@ -70,7 +70,8 @@ static void test_job_state_derivation(void) {
         unsigned skipped[_TASK_STATE_MAX] = { [TASK_SKIPPED] = 3 };
         CHECK_STREQ(job_state_derive(skipped), "skipped");
         CHECK(task_state_is_reportable(TASK_WARNING));
-        CHECK(!task_state_is_reportable(TASK_LOST));
+        CHECK(task_state_is_reportable(TASK_LOST));
+        CHECK(!task_state_is_reportable(TASK_RUNNING));
         CHECK_EQ_INT(task_state_from_string("bogus"), _TASK_STATE_INVALID);
 }
 
@@ -98,7 +99,7 @@ static void test_claim_fence_finish(Store *s) {
         CHECK_EQ_INT(store_lease_heartbeat(s, c.attempt_id, c.fence, w, &cancel), 0);
         CHECK(!cancel);
         CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w,
-                                        &(StoreFinish) { .state = "lost", .exit_code = 0, .log_size = 0 }), -EINVAL);
+                                        &(StoreFinish) { .state = "running", .exit_code = 0, .log_size = 0 }), -EINVAL);
         CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w,
                                         &(StoreFinish) { .state = "succeeded", .exit_code = 0, .log_size = 5 }), 0);
         CHECK_EQ_INT(store_lease_finish(s, c.attempt_id, c.fence, w,
