@@ -7,6 +7,7 @@ whose artifacts cannot be packed there, is given back at once (its attempt
 as an infrastructure retry; and the worker goes on taking work. A worker
 whose data disk is short of --min-free takes no task until there is room
 again."""
+import contextlib
 import os
 import socket
 import subprocess
@@ -23,32 +24,46 @@ from workerlib import WorkerProc, make_tar, task_log, upload_blob, wait_job
 pytestmark = pytest.mark.skipif(not have_root(), reason="needs root (mounts, sandboxes)")
 
 
-@pytest.fixture
-def full_disk_worker():
+@contextlib.contextmanager
+def small_disk(size):
+    """A tmpfs of `size`, mounted for the test."""
     mnt = tempfile.mkdtemp(prefix="kiln-small-disk-")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", mnt], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", mnt])
+        os.rmdir(mnt)
+
+
+@contextlib.contextmanager
+def server_and_worker(data, server_args, worker_args):
     srv = w = None
     try:
-        # Every byte is taken before the worker starts: it has to start, and
-        # work, on a full disk.
-        p = subprocess.run(["dd", "if=/dev/zero", "of=" + os.path.join(mnt, "filler"), "bs=64k"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert b"No space left on device" in p.stderr, p.stderr
-        # One infrastructure retry: a task given back is run once more (here by
-        # the same worker, the only one), then ends lost.
-        srv = Server(args=["--max-infra-retries", "1"]).start()
-        # --min-free 0: take the tasks anyway, to see what a full disk does to
-        # them.
-        w = WorkerProc(srv, "small-disk", args=["--pool", "host=1", "--min-free", "0"],
-                       data=os.path.join(mnt, "data")).start()
+        srv = Server(args=server_args).start()
+        w = WorkerProc(srv, "small-disk", args=["--pool", "host=1"] + worker_args, data=data).start()
         yield srv, w
     finally:
         if w:
             w.stop()
         if srv:
             srv.cleanup()
-        subprocess.run(["umount", mnt])
-        os.rmdir(mnt)
+
+
+@pytest.fixture
+def full_disk_worker():
+    with small_disk("1m") as mnt:
+        # Every byte is taken before the worker starts: it has to start, and
+        # work, on a full disk.
+        p = subprocess.run(["dd", "if=/dev/zero", "of=" + os.path.join(mnt, "filler"), "bs=64k"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert b"No space left on device" in p.stderr, p.stderr
+        # One infrastructure retry: a task given back is run once more (here by
+        # the same worker, the only one), then ends lost. --min-free 0: take
+        # the tasks anyway, to see what a full disk does to them.
+        with server_and_worker(os.path.join(mnt, "data"), ["--max-infra-retries", "1"],
+                               ["--min-free", "0"]) as sw:
+            yield sw
 
 
 def test_full_data_disk_keeps_the_log_and_gives_back_what_it_cannot_hold(full_disk_worker):
@@ -99,39 +114,27 @@ def metric(port, name):
 
 
 def test_no_task_taken_while_the_disk_is_short_of_min_free():
-    mnt = tempfile.mkdtemp(prefix="kiln-short-disk-")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", mnt], check=True)
-    filler = os.path.join(mnt, "filler")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = w = None
-    try:
+    with small_disk("32m") as mnt:
+        filler = os.path.join(mnt, "filler")
         subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M", "count=24"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        srv = Server().start()
-        w = WorkerProc(srv, "short-disk", args=["--pool", "host=1", "--min-free", "16M",
-                                                "--metrics", "127.0.0.1:%d" % port],
-                       data=os.path.join(mnt, "data")).start()
-        assert wait_for(lambda: "Not taking tasks" in w.log(), timeout=10), w.log()
-        assert "less than --min-free 16 MiB" in w.log(), w.log()
-        assert metric(port, "kiln_worker_disk_short") == 1
-        assert metric(port, "kiln_worker_data_free_bytes") < 16 << 20
+        with server_and_worker(os.path.join(mnt, "data"), [],
+                               ["--min-free", "16M", "--metrics", "127.0.0.1:%d" % port]) as (srv, w):
+            assert wait_for(lambda: "Not taking tasks" in w.log(), timeout=10), w.log()
+            assert "less than --min-free 16 MiB" in w.log(), w.log()
+            assert metric(port, "kiln_worker_disk_short") == 1
+            assert metric(port, "kiln_worker_data_free_bytes") < 16 << 20
 
-        jid = submit(srv, {"name": "waits", "steps": [{"run": "echo ran"}]})["id"]
-        time.sleep(3)
-        assert srv.client().get("/api/v1/jobs/%d" % jid).json()["tasks"][0]["state"] == "queued"
+            jid = submit(srv, {"name": "waits", "steps": [{"run": "echo ran"}]})["id"]
+            time.sleep(3)
+            assert srv.client().get("/api/v1/jobs/%d" % jid).json()["tasks"][0]["state"] == "queued"
 
-        os.unlink(filler)
-        j = wait_job(srv, jid, timeout=30)
-        assert j["tasks"][0]["state"] == "succeeded", w.log()
-        assert task_log(srv, j["tasks"][0]["id"]) == b"ran\n"
-        assert "Taking tasks again" in w.log(), w.log()
-        assert metric(port, "kiln_worker_disk_short") == 0
-    finally:
-        if w:
-            w.stop()
-        if srv:
-            srv.cleanup()
-        subprocess.run(["umount", mnt])
-        os.rmdir(mnt)
+            os.unlink(filler)
+            j = wait_job(srv, jid, timeout=30)
+            assert j["tasks"][0]["state"] == "succeeded", w.log()
+            assert task_log(srv, j["tasks"][0]["id"]) == b"ran\n"
+            assert "Taking tasks again" in w.log(), w.log()
+            assert metric(port, "kiln_worker_disk_short") == 0
