@@ -320,6 +320,10 @@ static int up_serve(UpOpts *o, int dirfd) {
         wt.cfg.images = &img;
         wt.cfg.n_images = 1;
         wt.cfg.data_dir = worker_dir;
+        /* Holding claims back on a short disk leaves the work to other
+         * workers; this one is the only one, and `kiln run` would wait in
+         * silence. Tasks say for themselves when the disk is full. */
+        wt.cfg.min_free = 0;
         wt.cfg.network = o->network;
         wt.cfg.drain_timeout_usec = 10 * 1000000ULL;
         wt.cfg.kill_grace_usec = 2 * 1000000ULL;
