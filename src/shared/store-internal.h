@@ -87,6 +87,9 @@ int conn_exec(StoreConn *c, const char *sql);
 int sqlite_to_errno(sqlite3 *db, int rc);
 /* sqlite3_step(): 1 on SQLITE_ROW, 0 on SQLITE_DONE, -errno otherwise. */
 int conn_step(StoreConn *c, sqlite3_stmt *st);
+/* Prepares sql, binds id to its one parameter and steps to the first row:
+ * 0 with *ret there (reset it when done), -ENOENT when there is no row. */
+int conn_row_by_id(StoreConn *c, const char *sql, int64_t id, sqlite3_stmt **ret);
 int64_t conn_changes(StoreConn *c);
 int64_t conn_last_rowid(StoreConn *c);
 

@@ -313,13 +313,9 @@ static int job_load(StoreConn *c, int64_t id, json_t **ret) {
         json_t *job, *tasks;
         int r;
 
-        r = conn_prepare(c, "SELECT id, name, state, spec, created, updated FROM jobs WHERE id = ?", &st);
+        r = conn_row_by_id(c, "SELECT id, name, state, spec, created, updated FROM jobs WHERE id = ?", id, &st);
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st, 1, id);
-        r = conn_step(c, st);
-        if (r <= 0)
-                return r < 0 ? r : -ENOENT;
         job = json_pack("{s:I, s:s, s:s, s:o, s:o, s:o}", "id", (json_int_t) sqlite3_column_int64(st, 0),
                         "name", column_text(st, 1), "state", column_text(st, 2),
                         "spec", column_json(st, 3), "created", column_time(st, 4),
@@ -360,13 +356,9 @@ static int task_load(StoreConn *c, int64_t id, json_t **ret) {
         json_t *tasks;
         int r;
 
-        r = conn_prepare(c, "SELECT " TASK_COLUMNS " FROM tasks WHERE id = ?", &st);
+        r = conn_row_by_id(c, "SELECT " TASK_COLUMNS " FROM tasks WHERE id = ?", id, &st);
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st, 1, id);
-        r = conn_step(c, st);
-        if (r <= 0)
-                return r < 0 ? r : -ENOENT;
         tasks = json_pack("[o]", task_row_json(st));
         r = attach_attempts(c, "SELECT " ATTEMPT_COLUMNS " FROM attempts WHERE task_id = ?"
                                " ORDER BY number", id, tasks);
@@ -441,13 +433,9 @@ finish:
 
 static int job_exists(StoreConn *c, int64_t id, char ret_state[static 16]) {
         sqlite3_stmt *st;
-        int r = conn_prepare(c, "SELECT state FROM jobs WHERE id = ?", &st);
+        int r = conn_row_by_id(c, "SELECT state FROM jobs WHERE id = ?", id, &st);
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st, 1, id);
-        r = conn_step(c, st);
-        if (r <= 0)
-                return r < 0 ? r : -ENOENT;
         snprintf(ret_state, 16, "%s", column_text(st, 0));
         return 0;
 }

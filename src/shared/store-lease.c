@@ -28,13 +28,9 @@ static int worker_touch(Store *s, StoreConn *c, int64_t worker_id) {
         bool was_offline;
         int r;
 
-        r = conn_prepare(c, "SELECT state FROM workers WHERE id = ?", &st);
+        r = conn_row_by_id(c, "SELECT state FROM workers WHERE id = ?", worker_id, &st);
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st, 1, worker_id);
-        r = conn_step(c, st);
-        if (r <= 0)
-                return r < 0 ? r : -ENOENT;
         was_offline = streq(column_text(st, 0), "offline");
         sqlite3_reset(st);
         r = conn_prepare(c, "UPDATE workers SET last_seen = ?, state = 'online' WHERE id = ?", &st);
@@ -196,13 +192,9 @@ static int claim_take(Store *s, StoreConn *c, ClaimArgs *a) {
                 if (r < 0)
                         return r;
         }
-        r = conn_prepare(c, "SELECT spec FROM jobs WHERE id = ?", &st);
+        r = conn_row_by_id(c, "SELECT spec FROM jobs WHERE id = ?", cl->job_id, &st);
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st, 1, cl->job_id);
-        r = conn_step(c, st);
-        if (r <= 0)
-                return r < 0 ? r : -EIO;
         cl->spec = strdup(column_text(st, 0));
         sqlite3_reset(st);
         return cl->spec ? 0 : -ENOMEM;
@@ -274,15 +266,11 @@ static int attempt_load(StoreConn *c, int64_t id, StoreAttempt *ret) {
         sqlite3_stmt *st;
         int r;
 
-        r = conn_prepare(c, "SELECT a.id, a.task_id, a.job_id, a.worker_id, a.fence, a.number, a.state,"
-                            " COALESCE(a.log_size, 0), t.attempt, a.expires FROM attempts a"
-                            " JOIN tasks t ON t.id = a.task_id WHERE a.id = ?", &st);
+        r = conn_row_by_id(c, "SELECT a.id, a.task_id, a.job_id, a.worker_id, a.fence, a.number, a.state,"
+                               " COALESCE(a.log_size, 0), t.attempt, a.expires FROM attempts a"
+                               " JOIN tasks t ON t.id = a.task_id WHERE a.id = ?", id, &st);
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st, 1, id);
-        r = conn_step(c, st);
-        if (r <= 0)
-                return r < 0 ? r : -ENOENT;
         *ret = (StoreAttempt) {
                 .id = sqlite3_column_int64(st, 0),
                 .task_id = sqlite3_column_int64(st, 1),
@@ -435,14 +423,10 @@ int store_lease_heartbeat(Store *s, int64_t attempt_id, int64_t fence, int64_t w
  * own retry policy. */
 static int wants_user_retry(StoreConn *c, const StoreAttempt *at, const char *state, bool *ret) {
         sqlite3_stmt *st;
-        int r = conn_prepare(c, "SELECT j.retry_max, j.retry_on, t.user_retries, t.cancel FROM tasks t"
-                                " JOIN jobs j ON j.id = t.job_id WHERE t.id = ?", &st);
+        int r = conn_row_by_id(c, "SELECT j.retry_max, j.retry_on, t.user_retries, t.cancel FROM tasks t"
+                                  " JOIN jobs j ON j.id = t.job_id WHERE t.id = ?", at->task_id, &st);
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st, 1, at->task_id);
-        r = conn_step(c, st);
-        if (r <= 0)
-                return r < 0 ? r : -EIO;
         int max = sqlite3_column_int(st, 0), on = sqlite3_column_int(st, 1);
         int used = sqlite3_column_int(st, 2), cancel = sqlite3_column_int(st, 3);
         sqlite3_reset(st);
@@ -485,13 +469,9 @@ static int attempt_lost(Store *s, StoreConn *c, const StoreAttempt *at, const ch
                                           (json_int_t) at->worker_id, "reason", reason));
         if (r < 0 || !at->live)
                 return r;
-        r = conn_prepare(c, "SELECT infra_retries, cancel FROM tasks WHERE id = ?", &st);
+        r = conn_row_by_id(c, "SELECT infra_retries, cancel FROM tasks WHERE id = ?", at->task_id, &st);
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st, 1, at->task_id);
-        r = conn_step(c, st);
-        if (r <= 0)
-                return r < 0 ? r : -EIO;
         unsigned used = (unsigned) sqlite3_column_int(st, 0);
         bool cancel = sqlite3_column_int(st, 1) != 0;
         sqlite3_reset(st);

@@ -135,6 +135,19 @@ int conn_step(StoreConn *c, sqlite3_stmt *st) {
         return sqlite_to_errno(c->db, rc);
 }
 
+int conn_row_by_id(StoreConn *c, const char *sql, int64_t id, sqlite3_stmt **ret) {
+        sqlite3_stmt *st;
+        int r = conn_prepare(c, sql, &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, id);
+        r = conn_step(c, st);
+        if (r <= 0)
+                return r < 0 ? r : -ENOENT;
+        *ret = st;
+        return 0;
+}
+
 int conn_exec(StoreConn *c, const char *sql) {
         char *err = NULL;
         int rc = sqlite3_exec(c->db, sql, NULL, NULL, &err);
