@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <errno.h>
 #include <time.h>
 
 /* Writes s (no newline added) to an existing file such as a cgroup or /proc knob. */
@@ -21,3 +22,8 @@ uint64_t now_usec(int clock);
 /* The time on clock usec from now, as the absolute timespec that
  * pthread_cond_timedwait() and sem_timedwait() take. */
 struct timespec timespec_after(int clock, uint64_t usec);
+
+/* A -errno that says the file system is full (or the quota reached). */
+static inline bool errno_is_disk_full(int r) {
+        return r == -ENOSPC || r == -EDQUOT;
+}

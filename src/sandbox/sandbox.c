@@ -860,28 +860,16 @@ typedef struct Reaper {
 static Reaper *reaper_kept;
 
 /* Runs in a child that shares our memory and outlives us: on its own stack,
- * with its own copy of what it needs, through system calls only (errno, in
- * memory it shares with us, is never looked at). */
+ * with its own copy of what it needs, through system calls and nothing that
+ * allocates (errno, in memory it shares with us, is never looked at). */
 static int reaper_main(void *arg) {
         const Reaper *r = arg;
         struct pollfd p = { .fd = r->fds[0], .events = POLLIN };
-        int keep[3];
 
         /* Nothing else of ours stays open in it: not stdout, not a pipe a
-         * caller waits on. */
-        memcpy(keep, r->fds, sizeof keep);
-        for (int i = 1; i < 3; i++)
-                for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
-                        int t = keep[j];
-                        keep[j] = keep[j - 1];
-                        keep[j - 1] = t;
-                }
-        for (unsigned i = 0, lo = 0; i <= 3; i++) {
-                unsigned hi = i < 3 ? (unsigned) keep[i] : ~0U;
-                if (hi > lo)
-                        (void) syscall(SYS_close_range, lo, i < 3 ? hi - 1 : hi, 0U);
-                lo = hi + 1;
-        }
+         * caller waits on. (close_all_fds() is what PID 1 uses right after
+         * its clone too: close_range(), and a qsort of three ints.) */
+        (void) close_all_fds(r->fds, ELEMENTSOF(r->fds));
         (void) syscall(SYS_prctl, PR_SET_NAME, "kiln-reaper", 0L, 0L, 0L);
         /* PID 1 was sent SIGKILL: it is gone within milliseconds, and with it
          * every other process of the sandbox. */
@@ -928,8 +916,8 @@ static int reaper_start(Sandbox *s) {
                                                             s->cgroup.paths[k]) >= sizeof r->cgroups[k])
                         goto fail;
         r->fds[0] = (int) syscall(SYS_pidfd_open, s->init_pid, 0);
-        if (r->fds[0] < 0 || r->fds[1] < 0 || r->fds[2] < 0) {
-                e = r->fds[0] < 0 ? errno : EBADF;
+        if (r->fds[0] < 0) {
+                e = errno;
                 goto fail;
         }
         /* No handler of ours may ever run in it. */
@@ -959,7 +947,8 @@ int sandbox_destroy_before_exit(Sandbox *s) {
          * the disk image goes now (unlinked while mounted, its blocks are
          * freed with the mount); a directory that still holds something is
          * left, lock free, to gc. */
-        if (!s || s->remote || s->init_pid <= 0 || !s->have_cgroup || s->network == NETWORK_NAT || !s->dir)
+        if (!s || s->remote || s->init_pid <= 0 || !s->have_cgroup || s->network == NETWORK_NAT || !s->dir ||
+            s->slot_fd < 0 || s->lock_fd < 0)
                 return sandbox_destroy(s);
         _cleanup_close_ int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0 || (unlinkat(dfd, "disk.img", 0) < 0 && errno != ENOENT) || reaper_start(s) < 0)

@@ -118,11 +118,11 @@ bool sandbox_alive(const Sandbox *s);
 /* Kills everything inside and removes all host state. Always frees s. */
 int sandbox_destroy(Sandbox *s);
 /* The same, for a process that exits right after (kiln sandbox run): every
- * process in the sandbox is killed and its state directory removed before
- * this returns, but the removal of its cgroup, which has to wait until the
- * kernel has torn the namespaces down (~1.5 ms), is left to a helper that
- * outlives the caller by that long. Should the helper be killed first, the
- * cgroup is a leftover for sandbox_gc(). Always frees s. */
+ * process in the sandbox has SIGKILL before this returns, but what has to
+ * wait until the kernel has torn the namespaces down (~1.5 ms) — removing the
+ * cgroup, then the state directory — is left to a helper that outlives the
+ * caller by that long. Should the helper be killed first, the state
+ * directory, its lock free, is a leftover for sandbox_gc(). Always frees s. */
 int sandbox_destroy_before_exit(Sandbox *s);
 
 /* Long-lived, multi-threaded processes (the worker, kiln up) create their

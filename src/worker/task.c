@@ -279,12 +279,6 @@ static int blob_verify(int fd, const char *hex) {
         return streq(got, hex) ? 0 : -EBADMSG;
 }
 
-/* An error that says this worker's disk is full: no fault of the job's, and
- * another worker may well run it. */
-static bool disk_full(int k) {
-        return k == -ENOSPC || k == -EDQUOT;
-}
-
 /* The workspace blob, from the cache or downloaded into it. */
 static int blob_open(Run *r, const char *digest, int *ret_fd) {
         char path[4200], tmp[4200], url[128];
@@ -344,7 +338,7 @@ static int workspace_setup(Run *r) {
         if (!digest)
                 return 0;
         int k = blob_open(r, digest, &fd);
-        if (disk_full(k)) {
+        if (errno_is_disk_full(k)) {
                 run_why(r, false, "cannot fetch the workspace %s: the worker's disk is full (%s)", digest,
                         r->w->blob_dir);
                 return k;
@@ -632,7 +626,7 @@ static int artifacts_collect(Run *r) {
         k = workspace_pack(sandbox_init_pid(r->sandbox), globs, fd, &r->cfg->artifact_limits, &entries, err,
                            sizeof err);
         if (k < 0) {
-                if (disk_full(k))
+                if (errno_is_disk_full(k))
                         run_why(r, false, "collecting the artifacts failed: the worker's disk is full (%s): %s",
                                 r->w->tmp_dir, err);
                 else
@@ -802,8 +796,9 @@ static void run_body(Run *r) {
 
         int k = workspace_setup(r);
         if (k < 0) {
-                /* A full disk here gives the task back, to run elsewhere. */
-                r->state = disk_full(k) ? "lost" : "failed";
+                /* A full disk here is no fault of the job's: the task is
+                 * given back, to run elsewhere. */
+                r->state = errno_is_disk_full(k) ? "lost" : "failed";
                 r->exit_code = -1;
                 return;
         }
@@ -896,7 +891,7 @@ static void run_attempt(Run *r) {
         (void) sandbox_signal_all(r->sandbox, SIGKILL);
         k = r->stop != STOP_LOST ? artifacts_collect(r) : 0;
         if (k < 0 && flags_stop(r) != STOP_LOST && (streq(r->state, "succeeded") || streq(r->state, "warning")))
-                r->state = disk_full(k) ? "lost" : "failed";
+                r->state = errno_is_disk_full(k) ? "lost" : "failed";
 report:
         output_finish(r->out, 2 * 1000000ULL);
         atomic_fetch_add(&r->w->m.bytes_masked, masker_bytes_masked(r->masker));

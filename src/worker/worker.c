@@ -180,26 +180,19 @@ static void *claim_thread(void *arg) {
                 /* A rebuild waiting for a slot gets the next one that is free. */
                 while ((free_slots = claimable_slots(w)) == 0 && !atomic_load(&w->draining))
                         pthread_cond_wait(&w->cond, &w->lock);
-                pthread_mutex_unlock(&w->lock);
-                if (atomic_load(&w->draining))
-                        break;
-                if (disk_short(w)) {
+                if (!atomic_load(&w->draining) && disk_short(w)) {
                         /* Looked at again each second; a drain ends the wait. */
                         struct timespec ts;
                         clock_gettime(CLOCK_REALTIME, &ts);
                         ts.tv_sec += 1;
-                        pthread_mutex_lock(&w->lock);
-                        if (!atomic_load(&w->draining))
-                                pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+                        pthread_cond_timedwait(&w->cond, &w->lock, &ts);
                         pthread_mutex_unlock(&w->lock);
                         continue;
                 }
-                pthread_mutex_lock(&w->lock);
-                w->claim_asked = claimable_slots(w);
-                free_slots = w->claim_asked;
+                w->claim_asked = free_slots;
                 pthread_mutex_unlock(&w->lock);
-                if (free_slots == 0)
-                        continue;
+                if (atomic_load(&w->draining))
+                        break;
 
                 double wait = (double) w->cfg->claim_wait_usec / 1e6;
                 json_t *body = json_pack("{s:i, s:f}", "slots", (int) free_slots, "wait", wait);

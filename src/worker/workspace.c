@@ -336,9 +336,9 @@ int verb_workspace_helper(int argc, char **argv) {
         /* A full data disk is no reason to stop working: the warm-up's few
          * files fit in memory, and if not even there, the worker's own tasks
          * will say what is wrong. */
-        if (r == -ENOSPC || r == -EDQUOT)
+        if (errno_is_disk_full(r))
                 r = workspace_warm_up("/dev/shm");
-        if (r == -ENOSPC || r == -EDQUOT || r == -ENOENT) {
+        if (errno_is_disk_full(r) || r == -ENOENT) {
                 log_warning_errno(r, "Cannot try the archive code out, neither in %s nor in /dev/shm: %m", argv[1]);
                 r = 0;
         }
